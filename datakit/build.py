@@ -1,0 +1,145 @@
+"""``build``: recipe -> sources -> steps -> spill -> split -> save_to_disk folder + manifest.json."""
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import DatakitError
+from .executor import run_chain
+from .progress import Progress
+from .recipe import Recipe, load_recipe, to_dict
+from .sources import FileInfo, expand, read_source
+from .split import split_indices
+from .tokenizer import load_tokenizer
+from .transforms import make_steps
+from .writers import SpillWriter, staged_output, write_dataset_dict, write_split
+from .writers.atomic import MANIFEST
+
+
+@dataclass
+class BuildResult:
+    path: Path
+    manifest: dict
+    seconds: float
+
+
+def _nest(counts: Counter) -> dict:
+    out: dict = {}
+    for key in sorted(counts):
+        value = int(counts[key])
+        if "." in key:
+            head, tail = key.split(".", 1)
+            out.setdefault(head, {})[tail] = value
+        else:
+            out[key] = value
+    for key in ("tokens_dropped", "rows_dropped"):
+        out.setdefault(key, {})
+    return out
+
+
+def _input_bytes(recipe: Recipe) -> int:
+    total = 0
+    for s in recipe.sources:
+        for p in expand(s.path):
+            total += p.stat().st_size if p.is_file() else sum(
+                f.stat().st_size for f in p.rglob("*.arrow"))
+    return total
+
+
+def run_build(recipe: Recipe | str | Path, *, output: str | Path | None = None, overwrite: bool = False,
+              silent: bool = False) -> BuildResult:
+    """Build ``recipe`` into its output folder (or ``output``) and return where and what was written."""
+    t0 = time.time()
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    target = Path(output or recipe.output)
+    tokenizer = load_tokenizer(recipe.tokenizer)
+    steps = make_steps(recipe, tokenizer)
+    progress = Progress(total=_input_bytes(recipe), silent=silent, sft=recipe.is_sft)
+    files: list[FileInfo] = []
+    with staged_output(target, overwrite=overwrite) as stage:
+        spill = SpillWriter(stage / "rows.spill.arrow")
+        try:
+            def batches():
+                for src in recipe.sources:
+                    yield from read_source(src, files=files, on_bytes=progress.advance)
+
+            for out in run_chain(batches(), steps):
+                spill.write(out)
+                progress.update_counts(steps, rows=spill.rows)
+        finally:
+            spill.close()
+            progress.close()
+        counts = Counter()
+        for step in steps:
+            counts.update(step.stats)
+        if spill.rows == 0:
+            raise DatakitError("the build produced no rows: every document or row was dropped "
+                               f"({json.dumps(_nest(counts))})")
+        manifest = _manifest(recipe, tokenizer, files, counts)
+        splits = split_indices(spill.rows, recipe.split)
+        for name, idx in splits.items():
+            manifest["splits"][name] = write_split(spill.path, idx, stage / name,
+                                                   fingerprint=manifest["inputs_fingerprint"])
+        write_dataset_dict(stage, list(splits))
+        spill.path.unlink()
+        lengths = np.concatenate(spill.lengths)
+        manifest["lengths"] = {"min": int(lengths.min()), "mean": round(float(lengths.mean()), 2),
+                               "max": int(lengths.max())}
+        (stage / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    return BuildResult(path=target, manifest=manifest, seconds=time.time() - t0)
+
+
+def _manifest(recipe: Recipe, tokenizer, files: list[FileInfo], counts: Counter) -> dict:
+    import hashlib
+
+    inputs = [{"path": f.path, "bytes": f.bytes, "records": f.records, "sha256": f.sha256} for f in files]
+    h = hashlib.sha256(tokenizer.fingerprint.encode())
+    for f in inputs:
+        h.update(f["sha256"].encode())
+    h.update(json.dumps(to_dict(recipe), sort_keys=True, default=str).encode())
+    return {
+        "datakit_version": __version__,
+        "kind": "sft" if recipe.is_sft else "pretrain",
+        "recipe": to_dict(recipe),
+        "tokenizer": tokenizer.describe(),
+        "inputs": inputs,
+        "inputs_fingerprint": h.hexdigest(),
+        "counts": _nest(counts),
+        "splits": {},
+    }
+
+
+def build(recipe: Recipe | str | Path, *, output: str | Path | None = None, overwrite: bool = False,
+          silent: bool = True):
+    """Build ``recipe`` and return the written ``datasets.DatasetDict``.
+
+    Example:
+        >>> ds = datakit.build("recipes/pretrain.yaml", overwrite=True)
+        >>> ds["train"][0]["input_ids"][:8]
+    """
+    result = run_build(recipe, output=output, overwrite=overwrite, silent=silent)
+    return load(result.path)
+
+
+def load(path: str | Path):
+    """Open a built folder as a ``datasets.DatasetDict`` (memory-mapped)."""
+    from datasets import load_from_disk
+
+    p = Path(path)
+    if not (p / MANIFEST).is_file():
+        raise DatakitError(f"{p} is not a datakit build (no {MANIFEST})")
+    return load_from_disk(str(p))
+
+
+def read_manifest(path: str | Path) -> dict:
+    p = Path(path) / MANIFEST
+    if not p.is_file():
+        raise DatakitError(f"{path} is not a datakit build (no {MANIFEST})")
+    return json.loads(p.read_text("utf-8"))

@@ -1,0 +1,46 @@
+"""Typed errors. Each one says where (file:line, row, field) and what to do; the CLI prints one line."""
+from __future__ import annotations
+
+
+class DatakitError(Exception):
+    """Base class of every error datakit raises on purpose."""
+
+
+class RecipeError(DatakitError):
+    """The recipe is missing, unparsable or invalid. ``problems`` lists every issue found."""
+
+    def __init__(self, path: str, problems: list[str]):
+        self.path = path
+        self.problems = list(problems)
+        joined = "; ".join(self.problems)
+        super().__init__(f"{path}: {joined}")
+
+
+class SourceError(DatakitError):
+    """An input file cannot be read or a record in it is malformed."""
+
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
+                 field: str | None = None):
+        self.file, self.line, self.field = file, line, field
+        where = ""
+        if file is not None:
+            where = f"{file}:{line}" if line is not None else str(file)
+        if field is not None:
+            where = f"{where}: field '{field}'" if where else f"field '{field}'"
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class TokenizerError(DatakitError):
+    """The tokenizer cannot be loaded or lacks something the recipe needs (EOS, offsets...)."""
+
+
+class TemplateError(DatakitError):
+    """A prompt or chat template cannot be loaded or rendered, or a mask check failed."""
+
+
+class OutputError(DatakitError):
+    """The output folder cannot be written (exists without --overwrite, not a build, ...)."""
+
+
+class TrainError(DatakitError):
+    """The trainer cannot run on the given data or model."""

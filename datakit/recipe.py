@@ -1,0 +1,318 @@
+"""Recipes: YAML -> JSON-Schema validation (every problem reported together) -> a typed ``Recipe``.
+
+The dataclasses below hold every default; ``schemas/recipe.schema.json`` documents the same
+defaults for editors, and a test keeps the two in agreement.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import RecipeError
+
+SFT_FORMATS = ("alpaca", "prompt_completion", "messages", "sharegpt")
+BUILTIN_TEMPLATES = ("alpaca", "alpaca_short", "alpaca_legacy")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceConfig:
+    path: str
+    format: str = "text"
+    columns: dict[str, str] = field(default_factory=dict)
+    document_separator: str | None = None
+    name: str | None = None
+    weight: float | None = None
+    repeat: float | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name or self.path
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenizeOptions:
+    add_special_tokens: bool | None = None
+    cutoff_len: int | None = None
+    overlong: str = "truncate"
+    add_eos_token: bool = True
+    train_on_inputs: bool = False
+    train_on: str = "all_assistant"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PackOptions:
+    block_size: int
+    eos: str = "per_document"
+    remainder: str = "drop"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TemplateOptions:
+    name: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class DedupOptions:
+    mode: str = "exact"
+    fields: list[str] | None = None
+    threshold: float = 0.8
+    num_perm: int = 128
+    ngram: int = 5
+
+
+@dataclass(frozen=True, kw_only=True)
+class FilterOptions:
+    min_chars: int | None = None
+    max_chars: int | None = None
+    min_tokens: int | None = None
+    max_tokens: int | None = None
+    drop_empty_response: bool = True
+    max_repeated_line_fraction: float | None = None
+    max_repeated_ngram_fraction: float | None = None
+    min_alpha_fraction: float | None = None
+    rejects: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SplitConfig:
+    val_set_size: float = 0
+    seed: int = 42
+    shuffle: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    base_model: str | None = None
+    output_dir: str | None = None
+    batch_size: int = 128
+    micro_batch_size: int = 4
+    num_epochs: float = 3
+    max_steps: int | None = None
+    learning_rate: float = 3e-4
+    warmup_steps: int = 100
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    gradient_checkpointing: bool = False
+    logging_steps: int = 10
+    seed: int = 42
+
+
+STEP_OPTIONS: dict[str, type] = {
+    "template": TemplateOptions,
+    "tokenize": TokenizeOptions,
+    "pack": PackOptions,
+    "dedup": DedupOptions,
+    "filter": FilterOptions,
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepConfig:
+    name: str
+    options: Any
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recipe:
+    tokenizer: str
+    sources: list[SourceConfig]
+    transforms: list[StepConfig]
+    output: str
+    split: SplitConfig = field(default_factory=SplitConfig)
+    chat_template: str | None = None
+    train: TrainConfig | None = None
+    path: str | None = None
+    raw: dict = field(default_factory=dict)
+
+    @property
+    def is_sft(self) -> bool:
+        return any(s.format in SFT_FORMATS for s in self.sources)
+
+    def step(self, name: str):
+        """The options of the first step called ``name``, or None."""
+        return next((s.options for s in self.transforms if s.name == name), None)
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict:
+    text = resources.files("datakit").joinpath("schemas/recipe.schema.json").read_text("utf-8")
+    return json.loads(text)
+
+
+def _where(path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(recipe)"
+
+
+def _describe(error) -> str:
+    v, val = error.validator, error.validator_value
+    if v == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        return f"unknown key {', '.join(map(repr, extra))} (allowed: {', '.join(allowed)})"
+    if v == "required":
+        missing = [k for k in val if k not in error.instance]
+        return f"missing required key {', '.join(map(repr, missing))}"
+    if v == "propertyNames":
+        known = ", ".join(error.schema["propertyNames"]["enum"])
+        return f"unknown step {error.instance!r} (known: {known})"
+    if v in ("minProperties", "maxProperties"):
+        return "a step is one key with its options, e.g. `- pack: {block_size: 1024}`"
+    if v == "minimum":
+        return f"must be >= {val}"
+    if v == "exclusiveMinimum":
+        return f"must be > {val}"
+    if v == "maximum":
+        return f"must be <= {val}"
+    if v == "enum":
+        return f"must be one of {', '.join(map(str, val))} (got {error.instance!r})"
+    if v == "type":
+        kinds = [val] if isinstance(val, str) else val
+        return f"must be {' or '.join(k for k in kinds)} (got {type(error.instance).__name__})"
+    if v == "minItems":
+        return f"must have at least {val} item(s)"
+    if v == "minLength":
+        return "must not be empty"
+    return error.message
+
+
+def validate_dict(data: Any) -> list[str]:
+    """Every schema problem in ``data``, as 'path: message' lines, in document order."""
+    import jsonschema
+
+    validator = jsonschema.Draft7Validator(schema())
+    problems = []
+    for err in sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path]):
+        path = list(err.absolute_path)
+        if err.validator == "propertyNames":
+            path = path + [err.instance]
+        problems.append(f"{_where(path)}: {_describe(err)}")
+    return problems
+
+
+def _semantic_problems(data: dict) -> list[str]:
+    """Checks the schema cannot express: step order and format/step agreement."""
+    problems = []
+    formats = {s.get("format", "text") for s in data["sources"]}
+    steps = [next(iter(t)) for t in data["transforms"]]
+    sft = bool(formats & set(SFT_FORMATS))
+    if sft and "text" in formats:
+        problems.append("sources: text and instruction formats cannot be mixed in one recipe")
+    if "tokenize" not in steps:
+        problems.append("transforms: a `tokenize` step is required")
+    for i, name in enumerate(steps):
+        if name == "pack":
+            if sft:
+                problems.append(f"transforms[{i}].pack: packing applies to format text sources")
+            if "tokenize" not in steps[:i]:
+                problems.append(f"transforms[{i}].pack: must come after `tokenize`")
+        if name == "template":
+            if not sft:
+                problems.append(f"transforms[{i}].template: templates apply to instruction formats "
+                                f"({', '.join(SFT_FORMATS)})")
+            if "tokenize" in steps[:i]:
+                problems.append(f"transforms[{i}].template: must come before `tokenize`")
+    if sft and "template" not in steps:
+        problems.append("transforms: instruction sources need a `template` step (e.g. `- template: alpaca`)")
+    if not sft and "pack" not in steps:
+        problems.append("transforms: text sources need a `pack` step (e.g. `- pack: {block_size: 1024}`)")
+    for i, s in enumerate(data["sources"]):
+        if s.get("document_separator") is not None and s.get("format", "text") != "text":
+            problems.append(f"sources[{i}].document_separator: only applies to format text")
+        if s.get("weight") is not None and s.get("repeat") is not None:
+            problems.append(f"sources[{i}]: give `weight` or `repeat`, not both")
+    return problems
+
+
+def _resolve(base: Path, value: str) -> str:
+    """A relative path is taken from the recipe's folder; hub ids and absolute paths stay as they are."""
+    p = Path(value).expanduser()
+    if p.is_absolute():
+        return str(p)
+    candidate = base / p
+    if candidate.exists() or any(ch in value for ch in "*?[") or value.startswith("."):
+        return str(candidate)
+    return value
+
+
+def from_dict(data: Any, *, base_dir: str | Path = ".", path: str | None = None) -> Recipe:
+    """Validate ``data`` (a parsed recipe) and build a ``Recipe``; relative paths resolve against base_dir."""
+    where = path or "recipe"
+    if not isinstance(data, dict):
+        raise RecipeError(where, ["the recipe must be a mapping of keys (tokenizer, sources, transforms, output)"])
+    problems = validate_dict(data)
+    if not problems:
+        problems = _semantic_problems(data)
+    if problems:
+        raise RecipeError(where, problems)
+    base = Path(base_dir)
+    sources = []
+    for s in data["sources"]:
+        s = dict(s)
+        s["path"] = str(base / s["path"]) if not Path(s["path"]).expanduser().is_absolute() else s["path"]
+        sources.append(SourceConfig(**s))
+    steps = []
+    for t in data["transforms"]:
+        name, opts = next(iter(t.items()))
+        if name == "template":
+            opts = {"name": _template_name(base, opts)}
+        steps.append(StepConfig(name=name, options=STEP_OPTIONS[name](**(opts or {}))))
+    chat_template = data.get("chat_template")
+    if chat_template and chat_template.endswith((".jinja", ".j2")) and "{" not in chat_template:
+        chat_template = str(base / chat_template)
+    train = TrainConfig(**data["train"]) if data.get("train") is not None else None
+    return Recipe(
+        tokenizer=_resolve(base, data["tokenizer"]),
+        sources=sources,
+        transforms=steps,
+        output=str(base / data["output"]),
+        split=SplitConfig(**(data.get("split") or {})),
+        chat_template=chat_template,
+        train=train,
+        path=path,
+        raw=data,
+    )
+
+
+def _template_name(base: Path, name: str) -> str:
+    if name in BUILTIN_TEMPLATES or name == "chat":
+        return name
+    return str(base / name)
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a YAML recipe file. Raises RecipeError listing every problem."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError(str(p), ["file not found"]) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise RecipeError(str(p), [f"cannot read: {e}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{p}:{mark.line + 1}:{mark.column + 1}" if mark else str(p)
+        raise RecipeError(where, [f"invalid YAML: {getattr(e, 'problem', None) or e}"]) from None
+    return from_dict(data, base_dir=p.resolve().parent, path=str(p))
+
+
+def to_dict(recipe: Recipe) -> dict:
+    """The resolved recipe as plain data, for the manifest."""
+    out = dataclasses.asdict(recipe)
+    out.pop("raw", None)
+    out["transforms"] = [{s["name"]: s["options"]} for s in out["transforms"]]
+    return out

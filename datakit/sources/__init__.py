@@ -1,0 +1,34 @@
+"""Sources: files, globs, folders and dataset folders -> canonical pyarrow RecordBatches."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pyarrow as pa
+
+from ..errors import SourceError
+from ..recipe import SourceConfig
+from .formats import SCHEMAS, to_batch
+from .readers import FileInfo, expand, read_file
+
+__all__ = ["SCHEMAS", "FileInfo", "expand", "read_source"]
+
+
+def read_source(cfg: SourceConfig, *, files: list[FileInfo],
+                on_bytes: Callable[[int], None] = lambda n: None) -> Iterator[pa.RecordBatch]:
+    """Stream one source as canonical batches. ``files`` receives a FileInfo per file read
+    (path, bytes, records, sha256), which the manifest records."""
+    if cfg.document_separator is not None and cfg.format != "text":
+        raise SourceError("document_separator only applies to format text", file=cfg.path)
+    for path in expand(cfg.path):
+        info = FileInfo(path=str(path))
+        files.append(info)
+        for chunk in read_file(Path(path), info, separator=cfg.document_separator):
+            info.bytes += chunk.nbytes
+            on_bytes(chunk.nbytes)
+            if chunk.rows:
+                info.records += len(chunk.rows)
+                yield to_batch(cfg.format, chunk.rows, chunk.wheres, cfg.columns)
+        info.sha256 = info._hash.hexdigest()
+        if info.records == 0:
+            raise SourceError("empty input: no records", file=str(path))

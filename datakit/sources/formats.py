@@ -1,0 +1,159 @@
+"""Format adapters: raw records -> canonical columns, with one clear error per malformed record.
+
+Canonical columns (plus ``_where``, the record's ``file:line`` or ``file: row N``):
+- text:              ``text``
+- alpaca:            ``instruction``, ``input``, ``output``, ``system``, ``history`` (list of [prompt, response])
+- prompt_completion: ``prompt``, ``completion``
+- messages/sharegpt: ``messages`` (list of {role, content}); sharegpt's human/gpt become user/assistant
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import pyarrow as pa
+
+from ..errors import SourceError
+
+MESSAGE_TYPE = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+SCHEMAS = {
+    "text": pa.schema([("text", pa.string()), ("_where", pa.string())]),
+    "alpaca": pa.schema([("instruction", pa.string()), ("input", pa.string()), ("output", pa.string()),
+                         ("system", pa.string()), ("history", pa.list_(pa.list_(pa.string()))),
+                         ("_where", pa.string())]),
+    "prompt_completion": pa.schema([("prompt", pa.string()), ("completion", pa.string()),
+                                    ("_where", pa.string())]),
+    "messages": pa.schema([("messages", MESSAGE_TYPE), ("_where", pa.string())]),
+}
+SCHEMAS["sharegpt"] = SCHEMAS["messages"]
+FIELDS = {
+    "text": ("text",),
+    "alpaca": ("instruction", "input", "output", "system", "history"),
+    "prompt_completion": ("prompt", "completion"),
+    "messages": ("messages",),
+    "sharegpt": ("conversations",),
+}
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "chatgpt": "assistant", "bing": "assistant", "bard": "assistant", "model": "assistant",
+                  "system": "system"}
+MESSAGE_ROLES = {"system", "user", "assistant"}
+
+
+class _Row:
+    """Field access for one record that turns every problem into a SourceError naming row and field."""
+
+    def __init__(self, record, where: str, columns: dict[str, str]):
+        if not isinstance(record, dict):
+            raise _error(where, None, f"a record must be a JSON object, got {type(record).__name__}")
+        self.record, self.where, self.columns = record, where, columns
+
+    def key(self, name: str) -> str:
+        return self.columns.get(name, name)
+
+    def string(self, name: str, *, required: bool = True, default: str | None = None) -> str | None:
+        key = self.key(name)
+        value = self.record.get(key)
+        if value is None:
+            if required:
+                raise _error(self.where, key, "missing (set `columns:` if the file names it differently)")
+            return default
+        if not isinstance(value, str):
+            raise _error(self.where, key, f"must be a string, got {type(value).__name__}")
+        return value
+
+
+def _error(where: str, field: str | None, message: str) -> SourceError:
+    file, _, pos = where.rpartition(":")
+    pos = pos.strip()
+    if pos.isdigit():
+        return SourceError(message, file=file, line=int(pos), field=field)
+    return SourceError(message, file=where, field=field)
+
+
+def _text(row: _Row) -> dict:
+    return {"text": row.string("text")}
+
+
+def _alpaca(row: _Row) -> dict:
+    history_key = row.key("history")
+    history = row.record.get(history_key) or []
+    if not isinstance(history, list) or not all(
+            isinstance(h, (list, tuple)) and len(h) == 2 and all(isinstance(x, str) for x in h) for h in history):
+        raise _error(row.where, history_key, "must be a list of [prompt, response] string pairs")
+    return {"instruction": row.string("instruction"), "input": row.string("input", required=False, default=""),
+            "output": row.string("output"), "system": row.string("system", required=False),
+            "history": [list(h) for h in history]}
+
+
+def _prompt_completion(row: _Row) -> dict:
+    return {"prompt": row.string("prompt"), "completion": row.string("completion")}
+
+
+def _content(value, where: str, field: str) -> str:
+    """Message content: a string, or a list of typed parts ({type: text, text|value: ...})."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        texts = []
+        for k, part in enumerate(value):
+            if isinstance(part, str):
+                texts.append(part)
+                continue
+            if not isinstance(part, dict) or part.get("type", "text") != "text":
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                raise _error(where, f"{field}[{k}]", f"only text parts are supported, got {kind!r}")
+            text = part.get("text", part.get("value"))
+            if not isinstance(text, str):
+                raise _error(where, f"{field}[{k}].text", "a text part needs a string `text`")
+            texts.append(text)
+        return "".join(texts)
+    raise _error(where, field, f"must be a string or a list of text parts, got {type(value).__name__}")
+
+
+def _conversation(row: _Row, list_key: str, role_key: str, content_key: str, roles: dict | set) -> dict:
+    key = row.key(list_key)
+    turns = row.record.get(key)
+    if turns is None:
+        raise _error(row.where, key, "missing (set `columns:` if the file names it differently)")
+    if not isinstance(turns, list) or not turns:
+        raise _error(row.where, key, "must be a non-empty list of turns")
+    rk, ck = row.key(role_key), row.key(content_key)
+    out = []
+    for i, turn in enumerate(turns):
+        field = f"{key}[{i}]"
+        if not isinstance(turn, dict):
+            raise _error(row.where, field, "a turn must be an object")
+        role = turn.get(rk)
+        if role not in roles:
+            raise _error(row.where, f"{field}.{rk}", f"unknown role {role!r} (expected one of {', '.join(sorted(roles))})")
+        if ck not in turn:
+            raise _error(row.where, f"{field}.{ck}", "missing")
+        role = roles[role] if isinstance(roles, dict) else role
+        out.append({"role": role, "content": _content(turn[ck], row.where, f"{field}.{ck}")})
+    if not any(t["role"] == "assistant" for t in out):
+        raise _error(row.where, key, "has no assistant turn to train on")
+    return {"messages": out}
+
+
+def _messages(row: _Row) -> dict:
+    return _conversation(row, "messages", "role", "content", MESSAGE_ROLES)
+
+
+def _sharegpt(row: _Row) -> dict:
+    return _conversation(row, "conversations", "from", "value", SHAREGPT_ROLES)
+
+
+ADAPTERS: dict[str, Callable[[_Row], dict]] = {
+    "text": _text, "alpaca": _alpaca, "prompt_completion": _prompt_completion,
+    "messages": _messages, "sharegpt": _sharegpt,
+}
+
+
+def to_batch(fmt: str, rows: list, wheres: list[str], columns: dict[str, str]) -> pa.RecordBatch:
+    """Validate ``rows`` of format ``fmt`` and return them as a canonical RecordBatch."""
+    adapter = ADAPTERS[fmt]
+    out = []
+    for record, where in zip(rows, wheres):
+        item = adapter(_Row(record, where, columns))
+        item["_where"] = where
+        out.append(item)
+    return pa.RecordBatch.from_pylist(out, schema=SCHEMAS[fmt])

@@ -1,0 +1,224 @@
+"""File readers: each yields chunks of raw records (dicts) with where each came from.
+
+Reading streams: JSONL, text, Parquet, CSV and dataset folders are read a chunk at a time, so
+memory follows the chunk size, not the input size. A JSON array is parsed whole (such files are
+instruction sets of a few MB); a plain-text file without ``document_separator`` is one document.
+"""
+from __future__ import annotations
+
+import glob as globlib
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import SourceError
+
+CHUNK_ROWS = 1000
+CHUNK_BYTES = 4 << 20
+TEXT_SUFFIXES = {".txt", ".text", ".md"}
+JSONL_SUFFIXES = {".jsonl", ".ndjson"}
+KNOWN_SUFFIXES = TEXT_SUFFIXES | JSONL_SUFFIXES | {".json", ".parquet", ".csv"}
+
+
+@dataclass
+class Chunk:
+    """Raw records from one file: ``rows[i]`` came from ``wheres[i]`` (``file:line`` or ``file: row N``)."""
+
+    rows: list
+    wheres: list[str]
+    nbytes: int = 0
+
+
+@dataclass
+class FileInfo:
+    path: str
+    bytes: int = 0
+    records: int = 0
+    sha256: str = ""
+    _hash: object = field(default_factory=hashlib.sha256, repr=False)
+
+
+def is_dataset_folder(p: Path) -> bool:
+    return p.is_dir() and ((p / "dataset_info.json").is_file() or (p / "dataset_dict.json").is_file()
+                           or (p / "state.json").is_file())
+
+
+def expand(path: str) -> list[Path]:
+    """A file, a glob or a folder -> the files (or dataset folders) to read, in sorted order."""
+    p = Path(path)
+    if any(ch in path for ch in "*?["):
+        found = sorted(Path(x) for x in globlib.glob(path, recursive=True))
+        found = [f for f in found if (f.is_file() and f.suffix in KNOWN_SUFFIXES) or is_dataset_folder(f)]
+        if not found:
+            raise SourceError("no input files match this pattern", file=path)
+        return found
+    if not p.exists():
+        raise SourceError("file not found", file=path)
+    if p.is_file() or is_dataset_folder(p):
+        return [p]
+    found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in KNOWN_SUFFIXES)
+    if not found:
+        raise SourceError(f"folder holds no readable files ({', '.join(sorted(KNOWN_SUFFIXES))})", file=path)
+    return found
+
+
+def _decode(raw: bytes, file: str, first_line: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = first_line + raw[:e.start].count(b"\n")
+        raise SourceError(f"invalid UTF-8 (byte 0x{raw[e.start]:02x})", file=file, line=line) from None
+
+
+def read_jsonl(path: Path, info: FileInfo) -> Iterator[Chunk]:
+    name = str(path)
+    rows, wheres, nbytes = [], [], 0
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            info._hash.update(raw)
+            nbytes += len(raw)
+            if not raw.strip():
+                continue
+            text = _decode(raw, name, lineno)
+            try:
+                rows.append(json.loads(text))
+            except json.JSONDecodeError as e:
+                raise SourceError(f"malformed JSON ({e.msg}, column {e.colno})", file=name, line=lineno) from None
+            wheres.append(f"{name}:{lineno}")
+            if len(rows) >= CHUNK_ROWS or nbytes >= CHUNK_BYTES:
+                yield Chunk(rows, wheres, nbytes)
+                rows, wheres, nbytes = [], [], 0
+    if rows or nbytes:
+        yield Chunk(rows, wheres, nbytes)
+
+
+def read_json(path: Path, info: FileInfo) -> Iterator[Chunk]:
+    name = str(path)
+    raw = path.read_bytes()
+    info._hash.update(raw)
+    text = _decode(raw, name, 1)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SourceError(f"malformed JSON ({e.msg}, column {e.colno})", file=name, line=e.lineno) from None
+    if isinstance(data, dict):
+        data = [data]  # one record (e.g. a single conversation)
+    if not isinstance(data, list):
+        raise SourceError("a JSON file must hold an array of records (or one record object)", file=name)
+    for start in range(0, len(data), CHUNK_ROWS):
+        part = data[start:start + CHUNK_ROWS]
+        nbytes = len(raw) if start + CHUNK_ROWS >= len(data) else 0
+        yield Chunk(part, [f"{name}: row {start + i}" for i in range(len(part))], nbytes)
+
+
+def read_text(path: Path, info: FileInfo, separator: str | None) -> Iterator[Chunk]:
+    """Plain text: one document per file, or per ``separator``-delimited piece (streamed)."""
+    name = str(path)
+    if separator is None:
+        raw = path.read_bytes()
+        info._hash.update(raw)
+        yield Chunk([{"text": _decode(raw, name, 1)}], [f"{name}:1"], len(raw))
+        return
+    buf, line, rows, wheres, nbytes = "", 1, [], [], 0
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            info._hash.update(raw)
+            nbytes += len(raw)
+            buf += _decode(raw, name, lineno)
+            while separator in buf:
+                doc, buf = buf.split(separator, 1)
+                if doc.strip():
+                    rows.append({"text": doc})
+                    wheres.append(f"{name}:{line}")
+                line += doc.count("\n") + separator.count("\n")
+            if len(rows) >= CHUNK_ROWS or nbytes >= CHUNK_BYTES:
+                yield Chunk(rows, wheres, nbytes)
+                rows, wheres, nbytes = [], [], 0
+    if buf.strip():
+        rows.append({"text": buf})
+        wheres.append(f"{name}:{line}")
+    if rows or nbytes:
+        yield Chunk(rows, wheres, nbytes)
+
+
+def _arrow_chunks(batches, name: str, total_bytes: int) -> Iterator[Chunk]:
+    row = 0
+    for batch in batches:
+        rows = batch.to_pylist()
+        yield Chunk(rows, [f"{name}: row {row + i}" for i in range(len(rows))])
+        row += len(rows)
+    yield Chunk([], [], total_bytes)  # progress is counted in bytes, once the file is done
+
+
+def _hash_file(path: Path, info: FileInfo) -> int:
+    size = 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            info._hash.update(block)
+            size += len(block)
+    return size
+
+
+def read_parquet(path: Path, info: FileInfo) -> Iterator[Chunk]:
+    import pyarrow.parquet as pq
+
+    size = _hash_file(path, info)
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:
+        raise SourceError(f"not a readable Parquet file ({e})", file=str(path)) from None
+    yield from _arrow_chunks(pf.iter_batches(batch_size=CHUNK_ROWS), str(path), size)
+
+
+def read_csv(path: Path, info: FileInfo) -> Iterator[Chunk]:
+    import pyarrow.csv as pcsv
+
+    size = _hash_file(path, info)
+    try:
+        reader = pcsv.open_csv(path, convert_options=pcsv.ConvertOptions(strings_can_be_null=False))
+        yield from _arrow_chunks(reader, str(path), size)
+    except Exception as e:
+        if isinstance(e, SourceError):
+            raise
+        raise SourceError(f"not a readable CSV file ({e})", file=str(path)) from None
+
+
+def read_dataset_folder(path: Path, info: FileInfo) -> Iterator[Chunk]:
+    """A folder written by ``Dataset.save_to_disk`` (a DatasetDict folder reads every split)."""
+    import pyarrow as pa
+
+    folders = [path]
+    if (path / "dataset_dict.json").is_file():
+        splits = json.loads((path / "dataset_dict.json").read_text("utf-8"))["splits"]
+        folders = [path / s for s in splits]
+    for folder in folders:
+        state = json.loads((folder / "state.json").read_text("utf-8"))
+        for f in state["_data_files"]:
+            arrow = folder / f["filename"]
+            size = _hash_file(arrow, info)
+            with pa.memory_map(str(arrow)) as mm:
+                reader = pa.ipc.open_stream(mm)
+                yield from _arrow_chunks(_rebatch(reader), str(arrow), size)
+
+
+def _rebatch(reader):
+    for batch in reader:
+        for start in range(0, batch.num_rows, CHUNK_ROWS):
+            yield batch.slice(start, CHUNK_ROWS)
+
+
+def read_file(path: Path, info: FileInfo, *, separator: str | None = None) -> Iterator[Chunk]:
+    if is_dataset_folder(path):
+        return read_dataset_folder(path, info)
+    suffix = path.suffix.lower()
+    if suffix in JSONL_SUFFIXES:
+        return read_jsonl(path, info)
+    if suffix == ".json":
+        return read_json(path, info)
+    if suffix == ".parquet":
+        return read_parquet(path, info)
+    if suffix == ".csv":
+        return read_csv(path, info)
+    return read_text(path, info, separator)

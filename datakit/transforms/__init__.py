@@ -1,0 +1,40 @@
+"""Transforms: the recipe's ordered steps, each a RecordBatch -> RecordBatches callable."""
+from __future__ import annotations
+
+from ..recipe import Recipe
+from ..tokenizer import Tokenizer
+from .base import IGNORE_INDEX, BaseStep, Step
+from .pack import Pack
+from .tokenize import TokenizeText
+
+__all__ = ["IGNORE_INDEX", "BaseStep", "Step", "Pack", "TokenizeText", "make_steps"]
+
+
+def make_steps(recipe: Recipe, tokenizer: Tokenizer) -> list[Step]:
+    """Build the recipe's steps in order. Optional dependencies are checked here, not at import."""
+    steps: list[Step] = []
+    for cfg in recipe.transforms:
+        name, opts = cfg.name, cfg.options
+        if name == "tokenize":
+            if recipe.is_sft:
+                from .tokenize_sft import TokenizeSFT
+
+                steps.append(TokenizeSFT(opts, tokenizer=tokenizer))
+            else:
+                steps.append(TokenizeText(opts, tokenizer=tokenizer))
+        elif name == "pack":
+            eos = tokenizer.require_eos("`pack` (EOS ends documents and blocks)")
+            steps.append(Pack(opts, eos_id=eos, pad_id=tokenizer.pad_id))
+        elif name == "template":
+            from .template import make_template
+
+            steps.append(make_template(opts, tokenizer=tokenizer, chat_template=recipe.chat_template))
+        elif name == "dedup":
+            from .dedup import Dedup
+
+            steps.append(Dedup(opts, fmt=recipe.sources[0].format))
+        elif name == "filter":
+            from .filter import Filter
+
+            steps.append(Filter(opts, tokenizer=tokenizer, fmt=recipe.sources[0].format))
+    return steps

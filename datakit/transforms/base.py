@@ -1,0 +1,65 @@
+"""The step interface: a callable from a pyarrow RecordBatch to RecordBatches.
+
+A step never knows which executor runs it: the same object works in a plain loop, inside
+``datasets.map(batched=True)`` with the arrow format, and in Ray Data's
+``map_batches(batch_format="pyarrow")``. A step that keeps state across the batches of a shard
+(a packer keeps its remainder) hands it over in ``flush()``, called once at the end of a shard.
+Every row or token a step does not pass on is counted in ``stats`` under a reason.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import pyarrow as pa
+
+IGNORE_INDEX = -100
+
+
+@runtime_checkable
+class Step(Protocol):
+    stats: Counter
+
+    def __call__(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]: ...
+
+    def flush(self) -> list[pa.RecordBatch]: ...
+
+
+class BaseStep:
+    """Counts in ``stats``; no state to flush."""
+
+    def __init__(self) -> None:
+        self.stats: Counter = Counter()
+
+    def flush(self) -> list[pa.RecordBatch]:
+        return []
+
+
+def list_array(values: np.ndarray, lengths: np.ndarray, value_type: pa.DataType) -> pa.Array:
+    """A list<value_type> array from flat values and row lengths, without Python lists."""
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, value_type))
+
+
+def flat_lists(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(flat values, lengths) of a list column, zero-copy where Arrow allows."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    offsets = column.offsets.to_numpy()
+    values = column.values.to_numpy(zero_copy_only=False)[offsets[0]:offsets[-1]]
+    return values, np.diff(offsets)
+
+
+def model_batch(ids: np.ndarray, lengths: np.ndarray, *, attention: np.ndarray | None = None,
+                labels: np.ndarray | None = None) -> pa.RecordBatch:
+    """The output rows: input_ids (int32), attention_mask (int8), labels (int32, -100 = ignored)."""
+    if attention is None:
+        attention = np.ones(len(ids), dtype=np.int8)
+    if labels is None:
+        labels = ids
+    return pa.RecordBatch.from_arrays(
+        [list_array(ids, lengths, pa.int32()), list_array(attention, lengths, pa.int8()),
+         list_array(labels, lengths, pa.int32())],
+        names=["input_ids", "attention_mask", "labels"])

@@ -1,0 +1,78 @@
+"""``pack``: a token stream -> fixed-length blocks.
+
+- ``eos: per_document``: EOS after every document (unless it already ends in EOS), then the
+  stream is cut into ``block_size`` pieces: the run_clm ``group_texts`` layout with document
+  boundaries marked.
+- ``eos: per_block``: the stream is cut into pieces of ``block_size - 1`` tokens and each piece
+  gets EOS appended: the classic block splitter.
+``remainder`` decides the short last block: ``drop`` (its tokens are counted in
+``tokens_dropped.remainder``), ``pad`` (pad id, attention 0, label -100) or ``keep``.
+The remainder is carried across batches, so batch boundaries never change the blocks.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from ..recipe import PackOptions
+from .base import IGNORE_INDEX, BaseStep, flat_lists, model_batch
+
+
+class Pack(BaseStep):
+    def __init__(self, options: PackOptions, *, eos_id: int, pad_id: int | None = None):
+        super().__init__()
+        self.block_size = options.block_size
+        self.eos_mode = options.eos
+        self.remainder = options.remainder
+        self.eos_id = eos_id
+        self.pad_id = eos_id if pad_id is None else pad_id
+        self.carry = np.zeros(0, dtype=np.int32)
+
+    def __call__(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
+        ids, lengths = flat_lists(batch.column("input_ids"))
+        ids = ids.astype(np.int32, copy=False)
+        self.stats["documents_packed"] += len(lengths)
+        self.stats["tokens_in"] += int(len(ids))
+        if self.eos_mode == "per_document":
+            ends = np.cumsum(lengths)
+            needs = np.ones(len(lengths), dtype=bool)
+            nonempty = lengths > 0
+            needs[nonempty] = ids[ends[nonempty] - 1] != self.eos_id
+            ids = np.insert(ids, ends[needs], self.eos_id)
+            self.stats["eos_added"] += int(needs.sum())
+        stream = np.concatenate([self.carry, ids]) if len(self.carry) else ids
+        return self._emit(stream)
+
+    def _emit(self, stream: np.ndarray) -> list[pa.RecordBatch]:
+        piece = self.block_size - (1 if self.eos_mode == "per_block" else 0)
+        n = len(stream) // piece
+        self.carry = stream[n * piece:].copy()
+        if n == 0:
+            return []
+        blocks = stream[:n * piece].reshape(n, piece)
+        if self.eos_mode == "per_block":
+            blocks = np.hstack([blocks, np.full((n, 1), self.eos_id, dtype=np.int32)])
+            self.stats["eos_added"] += n
+        flat = np.ascontiguousarray(blocks, dtype=np.int32).reshape(-1)
+        self.stats["blocks"] += n
+        self.stats["tokens_written"] += len(flat)
+        return [model_batch(flat, np.full(n, self.block_size, dtype=np.int64))]
+
+    def flush(self) -> list[pa.RecordBatch]:
+        tail, self.carry = self.carry, np.zeros(0, dtype=np.int32)
+        if len(tail) == 0:
+            return []
+        if self.remainder == "drop":
+            self.stats["tokens_dropped.remainder"] += len(tail)
+            return []
+        if self.eos_mode == "per_block":
+            tail = np.append(tail, np.int32(self.eos_id))
+            self.stats["eos_added"] += 1
+        self.stats["tokens_written"] += len(tail)
+        self.stats["blocks"] += 1
+        n_pad = self.block_size - len(tail) if self.remainder == "pad" else 0
+        ids = np.concatenate([tail, np.full(n_pad, self.pad_id, dtype=np.int32)])
+        attention = np.concatenate([np.ones(len(tail), np.int8), np.zeros(n_pad, np.int8)])
+        labels = np.concatenate([tail, np.full(n_pad, IGNORE_INDEX, dtype=np.int32)])
+        self.stats["padding_tokens"] += n_pad
+        return [model_batch(ids, np.array([len(ids)]), attention=attention, labels=labels)]

@@ -1,0 +1,30 @@
+"""``tokenize``: documents -> token ids (pretraining), or rendered rows -> ids + prompt-masked labels (sft).
+
+The step looks at the batch: a batch with supervised ``span_starts``/``span_ends`` (written by
+``template``) is tokenized once with offsets and masked; a plain ``text`` batch is tokenized
+for packing.
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+from ..recipe import TokenizeOptions
+from ..tokenizer import Tokenizer
+from .base import BaseStep, list_array
+
+
+class TokenizeText(BaseStep):
+    """``text`` -> ``input_ids``; special tokens follow the tokenizer unless ``add_special_tokens`` is set."""
+
+    def __init__(self, options: TokenizeOptions, *, tokenizer: Tokenizer):
+        super().__init__()
+        self.options = options
+        self.tokenizer = tokenizer
+
+    def __call__(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
+        texts = batch.column("text").to_pylist()
+        enc = self.tokenizer.encode(texts, add_special_tokens=self.options.add_special_tokens)
+        self.stats["documents_read"] += len(texts)
+        self.stats["tokens_read"] += int(len(enc.ids))
+        ids = list_array(enc.ids, enc.lengths, pa.int32())
+        return [pa.RecordBatch.from_arrays([ids, batch.column("_where")], names=["input_ids", "_where"])]
