@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -241,7 +242,7 @@ def _resolve(base: Path, value: str) -> str:
     p = Path(value).expanduser()
     if p.is_absolute():
         return str(p)
-    candidate = base / p
+    candidate = Path(os.path.normpath(base / p))
     if candidate.exists() or any(ch in value for ch in "*?[") or value.startswith("."):
         return str(candidate)
     return value
@@ -261,7 +262,7 @@ def from_dict(data: Any, *, base_dir: str | Path = ".", path: str | None = None)
     sources = []
     for s in data["sources"]:
         s = dict(s)
-        s["path"] = str(base / s["path"]) if not Path(s["path"]).expanduser().is_absolute() else s["path"]
+        s["path"] = _join(base, s["path"])
         sources.append(SourceConfig(**s))
     steps = []
     for t in data["transforms"]:
@@ -271,13 +272,13 @@ def from_dict(data: Any, *, base_dir: str | Path = ".", path: str | None = None)
         steps.append(StepConfig(name=name, options=STEP_OPTIONS[name](**(opts or {}))))
     chat_template = data.get("chat_template")
     if chat_template and chat_template.endswith((".jinja", ".j2")) and "{" not in chat_template:
-        chat_template = str(base / chat_template)
+        chat_template = _join(base, chat_template)
     train = TrainConfig(**data["train"]) if data.get("train") is not None else None
     return Recipe(
         tokenizer=_resolve(base, data["tokenizer"]),
         sources=sources,
         transforms=steps,
-        output=str(base / data["output"]),
+        output=_join(base, data["output"]),
         split=SplitConfig(**(data.get("split") or {})),
         chat_template=chat_template,
         train=train,
@@ -289,7 +290,12 @@ def from_dict(data: Any, *, base_dir: str | Path = ".", path: str | None = None)
 def _template_name(base: Path, name: str) -> str:
     if name in BUILTIN_TEMPLATES or name == "chat":
         return name
-    return str(base / name)
+    return _join(base, name)
+
+
+def _join(base: Path, value: str) -> str:
+    p = Path(value).expanduser()
+    return str(p) if p.is_absolute() else os.path.normpath(base / p)
 
 
 def load_recipe(path: str | Path) -> Recipe:

@@ -16,10 +16,10 @@ def build_summary(result) -> str:
     what = "documents" if m["kind"] == "pretrain" else "rows"
     lines.append(f"  read {_n(read)} {what}, {_n(c.get('tokens_read', 0))} tokens; "
                  f"wrote {_n(c.get('tokens_written', 0))} tokens; mean length {m['lengths']['mean']}")
-    dropped = c.get("tokens_dropped", {})
+    dropped = {k: v for k, v in c.get("tokens_dropped", {}).items() if v}
     if dropped:
         lines.append("  tokens dropped: " + ", ".join(f"{k} {_n(v)}" for k, v in dropped.items()))
-    rows_dropped = c.get("rows_dropped", {})
+    rows_dropped = {k: v for k, v in c.get("rows_dropped", {}).items() if v}
     if rows_dropped:
         lines.append("  rows dropped: " + ", ".join(f"{k} {_n(v)}" for k, v in rows_dropped.items()))
     if m["kind"] == "sft":

@@ -19,7 +19,9 @@ def make_steps(recipe: Recipe, tokenizer: Tokenizer) -> list[Step]:
             if recipe.is_sft:
                 from .tokenize_sft import TokenizeSFT
 
-                steps.append(TokenizeSFT(opts, tokenizer=tokenizer))
+                template = recipe.step("template")
+                chat = template is not None and template.name == "chat"
+                steps.append(TokenizeSFT(opts, tokenizer=tokenizer, chat=chat))
             else:
                 steps.append(TokenizeText(opts, tokenizer=tokenizer))
         elif name == "pack":

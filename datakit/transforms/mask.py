@@ -1,0 +1,50 @@
+"""Prompt masks from character spans, vectorized over a whole batch of tokens.
+
+A token is supervised when its character range is non-empty and lies inside one supervised span
+of its row. A token that merges across a span boundary carries prompt text, so it stays masked:
+the boundary is never taken from a token count.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+_ROW = np.int64(1) << np.int64(40)  # row key stride: longer than any text (1 TB of characters)
+
+
+def tokens_in_spans(tok_row, tok_start, tok_end, span_row, span_start, span_end) -> np.ndarray:
+    """Bool per token: [tok_start, tok_end) is non-empty and inside a span of the same row."""
+    tok_row, tok_start, tok_end = (np.asarray(a, dtype=np.int64) for a in (tok_row, tok_start, tok_end))
+    span_row, span_start, span_end = (np.asarray(a, dtype=np.int64) for a in (span_row, span_start, span_end))
+    if len(span_row) == 0:
+        return np.zeros(len(tok_row), dtype=bool)
+    key = span_row * _ROW + span_start
+    order = np.argsort(key, kind="stable")
+    key, s_row, s_end = key[order], span_row[order], span_end[order]
+    k = np.searchsorted(key, tok_row * _ROW + tok_start, side="right") - 1
+    ok = k >= 0
+    k = np.where(ok, k, 0)
+    return ok & (s_row[k] == tok_row) & (tok_end <= s_end[k]) & (tok_end > tok_start)
+
+
+def misplaced(tok_row, tok_start, tok_end, supervised, span_row, span_start, span_end) -> np.ndarray:
+    """Indices of supervised tokens that are not inside a span: the check run on every batch.
+
+    It looks the span up by its end (not its start, as ``tokens_in_spans`` does), so a slip in
+    one formulation is caught by the other.
+    """
+    idx = np.flatnonzero(supervised)
+    if len(idx) == 0:
+        return idx
+    if len(span_row) == 0:
+        return idx
+    r, s, e = (np.asarray(a, dtype=np.int64)[idx] for a in (tok_row, tok_start, tok_end))
+    key = np.asarray(span_row, np.int64) * _ROW + np.asarray(span_end, np.int64)
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    s_row = np.asarray(span_row, np.int64)[order]
+    s_start = np.asarray(span_start, np.int64)[order]
+    k = np.searchsorted(key, r * _ROW + e, side="left")
+    found = k < len(key)
+    k = np.where(found, k, 0)
+    good = found & (s_row[k] == r) & (s_start[k] <= s) & (e > s)
+    return idx[~good]

@@ -1,0 +1,151 @@
+"""``tokenize`` for instruction rows: ONE tokenization of the rendered text, labels from char spans.
+
+Options (TokenizeOptions): ``train_on_inputs``, ``add_eos_token`` (the EOS is supervised when the
+row ends with a supervised response), ``cutoff_len`` with ``overlong: truncate|drop`` (a
+truncated row gets no EOS), ``train_on: all_assistant|last_assistant``. Rows left with no
+supervised token are dropped and counted. Every batch is checked before it leaves the step:
+supervised tokens lie inside supervised spans, labels are -100 or their input id, and a row never
+starts with two BOS tokens. A failed check is an error naming the row.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from ..errors import TemplateError
+from ..recipe import TokenizeOptions
+from ..tokenizer import Encoded, Tokenizer
+from .base import IGNORE_INDEX, BaseStep, flat_lists, model_batch
+from .mask import misplaced, tokens_in_spans
+
+
+class TokenizeSFT(BaseStep):
+    def __init__(self, options: TokenizeOptions, *, tokenizer: Tokenizer, chat: bool = False):
+        super().__init__()
+        self.options = options
+        self.tokenizer = tokenizer
+        # A chat template ends every turn with its own marker (<|im_end|>, </s>, <|eot_id|>...),
+        # which is supervised with the turn; appending EOS after the template's text would train
+        # a token the model never sees at inference. So add_eos_token applies to alpaca templates.
+        self.add_eos = options.add_eos_token and not chat
+        self.eos_id = tokenizer.require_eos("`add_eos_token`") if self.add_eos else tokenizer.eos_id
+
+    def _encode(self, texts: list[str]) -> Encoded:
+        """Encode with offsets; a text that already starts with the BOS string gets no second BOS."""
+        tok, opt = self.tokenizer, self.options.add_special_tokens
+        bos = tok.bos_token
+        flags = [opt is None and bool(bos) and t.startswith(bos) for t in texts]
+        if not any(flags) or all(flags):
+            special = False if all(flags) and texts else opt
+            return tok.encode_with_offsets(texts, add_special_tokens=special, parse_special=True)
+        groups = [[i for i, f in enumerate(flags) if f == want] for want in (True, False)]
+        parts = [tok.encode_with_offsets([texts[i] for i in g], add_special_tokens=False if want else opt,
+                                         parse_special=True) for g, want in zip(groups, (True, False))]
+        rows = {}
+        for g, enc in zip(groups, parts):
+            starts = enc.starts
+            for k, i in enumerate(g):
+                rows[i] = (enc.ids[starts[k]:starts[k + 1]], enc.offsets[starts[k]:starts[k + 1]])
+        ids = np.concatenate([rows[i][0] for i in range(len(texts))])
+        offsets = np.concatenate([rows[i][1] for i in range(len(texts))]).reshape(-1, 2)
+        lengths = np.array([len(rows[i][0]) for i in range(len(texts))], dtype=np.int64)
+        return Encoded(ids, lengths, offsets)
+
+    def _spans(self, batch: pa.RecordBatch, n: int):
+        starts, counts = flat_lists(batch.column("span_starts"))
+        ends, _ = flat_lists(batch.column("span_ends"))
+        rows = np.repeat(np.arange(n), counts)
+        last = np.ones(len(rows), dtype=bool)
+        if len(rows):
+            last[:-1] = rows[1:] != rows[:-1]
+        if self.options.train_on == "last_assistant":
+            return rows[last], starts[last], ends[last], rows[last], ends[last]
+        return rows, starts, ends, rows[last], ends[last]
+
+    def __call__(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
+        opt = self.options
+        texts = batch.column("text").to_pylist()
+        wheres = batch.column("_where").to_pylist()
+        n = len(texts)
+        enc = self._encode(texts)
+        self.stats["tokens_read"] += int(len(enc.ids))
+        tok_row = np.repeat(np.arange(n), enc.lengths)
+        off = enc.offsets
+        span_row, span_start, span_end, last_row, last_end = self._spans(batch, n)
+        sup = tokens_in_spans(tok_row, off[:, 0], off[:, 1], span_row, span_start, span_end)
+        bad = misplaced(tok_row, off[:, 0], off[:, 1], sup, span_row, span_start, span_end)
+        if len(bad):
+            raise TemplateError(f"{wheres[tok_row[bad[0]]]}: mask check failed: token {int(enc.ids[bad[0]])} "
+                                f"is supervised but lies outside every response span")
+        if opt.train_on_inputs:
+            sup[:] = True
+        ids, lengths, sup, eos_added = self._append_eos(enc, sup, texts, last_row, last_end)
+        return self._finish(ids, lengths, sup, wheres, eos_added)
+
+    def _append_eos(self, enc: Encoded, sup, texts, last_row, last_end):
+        lengths = enc.lengths
+        ends = np.cumsum(lengths)
+        if not self.add_eos:
+            return enc.ids, lengths, sup, np.zeros(len(lengths), dtype=bool)
+        needs = np.ones(len(lengths), dtype=bool)
+        nonempty = lengths > 0
+        needs[nonempty] = enc.ids[ends[nonempty] - 1] != self.eos_id
+        # The EOS is trained when the row ends with a supervised response (nothing but white
+        # space after the last span), or with train_on_inputs.
+        tail = np.zeros(len(lengths), dtype=bool)
+        tail[last_row] = last_end >= np.array([len(t.rstrip()) for t in texts], dtype=np.int64)[last_row]
+        eos_sup = tail | self.options.train_on_inputs
+        where = ends[needs]
+        ids = np.insert(enc.ids, where, self.eos_id)
+        sup = np.insert(sup, where, eos_sup[needs])
+        self.stats["eos_added"] += int(needs.sum())
+        return ids, lengths + needs, sup, needs
+
+    def _finish(self, ids, lengths, sup, wheres, eos_added) -> list[pa.RecordBatch]:
+        opt = self.options
+        n = len(lengths)
+        starts = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(lengths, out=starts[1:])
+        row = np.repeat(np.arange(n), lengths)
+        pos = np.arange(len(ids)) - starts[row]
+        keep_row = np.ones(n, dtype=bool)
+        if opt.cutoff_len is not None:
+            over = lengths > opt.cutoff_len
+            if opt.overlong == "drop":
+                keep_row &= ~over
+                self.stats["rows_dropped.overlong"] += int(over.sum())
+                self.stats["tokens_dropped.overlong"] += int(lengths[over].sum())
+            else:
+                self.stats["rows_truncated"] += int(over.sum())
+                self.stats["tokens_dropped.truncated"] += int((lengths[over] - opt.cutoff_len).sum())
+        keep = keep_row[row] & (pos < (opt.cutoff_len or np.iinfo(np.int64).max))
+        sup_per_row = np.bincount(row[keep & sup], minlength=n)
+        empty = keep_row & (sup_per_row == 0)
+        if empty.any():
+            self.stats["rows_dropped.no_supervised_tokens"] += int(empty.sum())
+            self.stats["tokens_dropped.no_supervised_tokens"] += int(np.bincount(row[keep], minlength=n)[empty].sum())
+            keep &= ~empty[row]
+        ids, sup, row = ids[keep], sup[keep], row[keep]
+        out_lengths = np.bincount(row, minlength=n)
+        out_lengths = out_lengths[out_lengths > 0]
+        self._check_bos(ids, out_lengths, row, wheres)
+        labels = np.where(sup, ids, IGNORE_INDEX).astype(np.int32)
+        self.stats["rows_written"] += len(out_lengths)
+        self.stats["tokens_written"] += int(len(ids))
+        self.stats["supervised_tokens"] += int(sup.sum())
+        self.stats["prompt_tokens"] += int((~sup).sum())
+        if len(out_lengths) == 0:
+            return []
+        return [model_batch(ids.astype(np.int32), out_lengths, labels=labels)]
+
+    def _check_bos(self, ids, lengths, row, wheres) -> None:
+        bos = self.tokenizer.bos_id
+        if bos is None or len(ids) == 0:
+            return
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        two = starts[(lengths >= 2)]
+        double = two[(ids[two] == bos) & (ids[two + 1] == bos)]
+        if len(double):
+            raise TemplateError(f"{wheres[row[double[0]]]}: mask check failed: the row starts with two BOS "
+                                f"tokens (the template writes BOS and the tokenizer adds one); set "
+                                f"`tokenize: {{add_special_tokens: false}}`")
