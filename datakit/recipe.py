@@ -164,11 +164,9 @@ def _describe(error) -> str:
         extra = sorted(set(error.instance) - set(allowed))
         return f"unknown key {', '.join(map(repr, extra))} (allowed: {', '.join(allowed)})"
     if v == "required":
-        missing = [k for k in val if k not in error.instance]
-        return f"missing required key {', '.join(map(repr, missing))}"
-    if v == "propertyNames":
-        known = ", ".join(error.schema["propertyNames"]["enum"])
-        return f"unknown step {error.instance!r} (known: {known})"
+        return error.message.replace(" is a required property", "").join(("missing required key ", ""))
+    if "propertyNames" in error.schema_path:
+        return f"unknown step {error.instance!r} (known: {', '.join(val)})"
     if v in ("minProperties", "maxProperties"):
         return "a step is one key with its options, e.g. `- pack: {block_size: 1024}`"
     if v == "minimum":
@@ -197,7 +195,7 @@ def validate_dict(data: Any) -> list[str]:
     problems = []
     for err in sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path]):
         path = list(err.absolute_path)
-        if err.validator == "propertyNames":
+        if "propertyNames" in err.schema_path:
             path = path + [err.instance]
         problems.append(f"{_where(path)}: {_describe(err)}")
     return problems

@@ -1,0 +1,66 @@
+"""Shared fixtures: tokenizers trained here from the example text (no network), and helpers."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+
+
+def _example_texts() -> list[str]:
+    spec = importlib.util.spec_from_file_location("make_tokenizer", EXAMPLES / "make_tokenizer.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return list(mod.texts())
+
+
+@pytest.fixture(scope="session")
+def hf_tokenizer(tmp_path_factory) -> Path:
+    """A byte-level BPE folder (tokenizer.json + tokenizer_config.json with a ChatML template)."""
+    spec = importlib.util.spec_from_file_location("make_tokenizer", EXAMPLES / "make_tokenizer.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path_factory.mktemp("hf_tok")
+    mod.main(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def spm_model(tmp_path_factory) -> Path:
+    """A small SentencePiece BPE model with byte fallback, like Llama's (BOS=1, EOS=2)."""
+    import sentencepiece as spm
+
+    out = tmp_path_factory.mktemp("spm")
+    corpus = out / "corpus.txt"
+    corpus.write_text("\n".join(t.replace("\n", " ") for t in _example_texts()), encoding="utf-8")
+    spm.SentencePieceTrainer.train(
+        input=str(corpus), model_prefix=str(out / "tok"), vocab_size=400, model_type="bpe",
+        byte_fallback=True, character_coverage=0.9995, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+        num_threads=1, minloglevel=2, remove_extra_whitespaces=False)
+    return out / "tok.model"
+
+
+@pytest.fixture
+def write_jsonl(tmp_path):
+    def write(name: str, records: list, *, raw_lines: list[str] | None = None) -> Path:
+        p = tmp_path / name
+        lines = [json.dumps(r, ensure_ascii=False) for r in records] + list(raw_lines or [])
+        p.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return p
+    return write
+
+
+@pytest.fixture
+def make_recipe(tmp_path):
+    """Write a recipe YAML in tmp_path from a dict and return its path."""
+    import yaml
+
+    def make(data: dict, name: str = "recipe.yaml") -> Path:
+        p = tmp_path / name
+        p.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+        return p
+    return make
