@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -64,13 +65,14 @@ def run_build(recipe: Recipe | str | Path, *, output: str | Path | None = None, 
     progress = Progress(total=_input_bytes(recipe), silent=silent, sft=recipe.is_sft)
     files: list[FileInfo] = []
     with staged_output(target, overwrite=overwrite) as stage:
-        spill = SpillWriter(stage / "rows.spill.arrow")
+        spill = SpillWriter(stage / ".spill")
         try:
             def batches():
                 for src in recipe.sources:
                     yield from read_source(src, files=files, on_bytes=progress.advance)
 
-            for out in run_chain(batches(), steps):
+            split_at = next((i for i, c in enumerate(recipe.transforms) if c.name == "tokenize"), None)
+            for out in run_chain(batches(), steps, split_at=split_at):
                 spill.write(out)
                 progress.update_counts(steps, rows=spill.rows)
         finally:
@@ -85,11 +87,11 @@ def run_build(recipe: Recipe | str | Path, *, output: str | Path | None = None, 
         manifest = _manifest(recipe, tokenizer, files, counts)
         splits = split_indices(spill.rows, recipe.split)
         for name, idx in splits.items():
-            manifest["splits"][name] = write_split(spill.path, idx, stage / name,
+            manifest["splits"][name] = write_split(spill, idx, stage / name,
                                                    fingerprint=manifest["inputs_fingerprint"])
         write_dataset_dict(stage, list(splits))
-        spill.path.unlink()
-        lengths = np.concatenate(spill.lengths)
+        lengths = spill.lengths
+        shutil.rmtree(spill.folder)
         manifest["lengths"] = {"min": int(lengths.min()), "mean": round(float(lengths.mean()), 2),
                                "max": int(lengths.max())}
         (stage / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")

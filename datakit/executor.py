@@ -1,16 +1,22 @@
 """Executors run a chain of steps over shards. A step never knows which executor runs it.
 
-``run_chain`` is the local executor: one shard, steps in order, the tokenizer's own thread pool
-using every core. A distributed executor (Ray Data) maps the same step objects with
-``map_batches(batch_format="pyarrow")`` over explicit shards and calls ``flush`` per shard.
+``run_chain`` is the local executor for one shard. Its steps are cut in two stages that overlap:
+reading, parsing and templating (Python) run in a feeder thread while the tokenizer (Rust or C++,
+GIL released, every core) works on the previous batch in the calling thread. A distributed
+executor (Ray Data) maps the same step objects with ``map_batches(batch_format="pyarrow")``
+over explicit shards and calls ``flush`` once per shard.
 """
 from __future__ import annotations
 
+import queue
+import threading
 from typing import Iterable, Iterator
 
 import pyarrow as pa
 
 from .transforms.base import Step
+
+_DONE = object()
 
 
 def _through(batch: pa.RecordBatch, steps: list[Step], start: int) -> Iterator[pa.RecordBatch]:
@@ -22,10 +28,56 @@ def _through(batch: pa.RecordBatch, steps: list[Step], start: int) -> Iterator[p
         yield from _through(out, steps, start + 1)
 
 
-def run_chain(batches: Iterable[pa.RecordBatch], steps: list[Step]) -> Iterator[pa.RecordBatch]:
-    """Pass every batch through ``steps``, then flush each step (its output runs through the rest)."""
+def _serial(batches: Iterable[pa.RecordBatch], steps: list[Step]) -> Iterator[pa.RecordBatch]:
     for batch in batches:
         yield from _through(batch, steps, 0)
     for i, step in enumerate(steps):
         for out in step.flush():
             yield from _through(out, steps, i + 1)
+
+
+def _feeder(source: Iterator[pa.RecordBatch], depth: int) -> Iterator[pa.RecordBatch]:
+    """Run ``source`` in a thread, ``depth`` batches ahead; its exceptions re-raise here."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def work():
+        try:
+            for item in source:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(_DONE)
+        except BaseException as e:  # handed to the consumer, which raises it
+            q.put(e)
+
+    thread = threading.Thread(target=work, name="datakit-feeder", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def run_chain(batches: Iterable[pa.RecordBatch], steps: list[Step], *, split_at: int | None = None,
+              depth: int = 4) -> Iterator[pa.RecordBatch]:
+    """Pass every batch through ``steps``, then flush each step (its output runs through the rest).
+
+    With ``split_at``, steps[:split_at] run in a feeder thread ahead of the rest.
+    """
+    if not split_at:
+        yield from _serial(batches, steps)
+        return
+    yield from _serial(_feeder(_serial(batches, steps[:split_at]), depth), steps[split_at:])

@@ -76,6 +76,26 @@ class Tokenizer:
                             parse_special: bool = False) -> Encoded:
         raise NotImplementedError
 
+    def encode_with_spans(self, texts: list[str], spans: list[list[tuple[int, int]]], *,
+                          add_special_tokens: bool | None = None, parse_special: bool = False
+                          ) -> tuple[Encoded, np.ndarray, list[int]]:
+        """Encode once and mark the tokens that lie inside each row's character spans.
+
+        Returns the encoding, a bool per token (supervised), and the rows whose marks failed the
+        independent check (empty unless something is wrong).
+        """
+        from .transforms.mask import misplaced, tokens_in_spans
+
+        enc = self.encode_with_offsets(texts, add_special_tokens=add_special_tokens, parse_special=parse_special)
+        tok_row = np.repeat(np.arange(len(texts)), enc.lengths)
+        span_row = np.array([i for i, row in enumerate(spans) for _ in row], dtype=np.int64)
+        span_start = np.array([a for row in spans for a, _ in row], dtype=np.int64)
+        span_end = np.array([b for row in spans for _, b in row], dtype=np.int64)
+        off = enc.offsets
+        sup = tokens_in_spans(tok_row, off[:, 0], off[:, 1], span_row, span_start, span_end)
+        bad = misplaced(tok_row, off[:, 0], off[:, 1], sup, span_row, span_start, span_end)
+        return enc, sup, sorted({int(tok_row[b]) for b in bad})
+
     def id_to_piece(self, token_id: int) -> str:
         raise NotImplementedError
 
@@ -263,11 +283,71 @@ class HFTokenizer(Tokenizer):
         offsets[special] = 0
         return Encoded(ids, lengths, offsets)
 
+    def encode_with_spans(self, texts, spans, *, add_special_tokens=None, parse_special=False):
+        """One ``encode_batch``; spans become token ranges through the encoding's char->token map.
+
+        Only the tokens at each span's edges are looked at (tokens advance monotonically through
+        the text), so no per-token offsets are copied into Python. The edge check that follows is
+        the mask check: the first and last marked tokens lie inside the span, and their outer
+        neighbours do not.
+        """
+        encs = self.backend.encode_batch(list(texts), add_special_tokens=add_special_tokens is not False)
+        ids, lengths = _flatten([e.ids for e in encs])
+        sup = np.zeros(len(ids), dtype=bool)
+        bad = []
+        row_start = 0
+        for r, (e, row_spans) in enumerate(zip(encs, spans)):
+            n = int(lengths[r])
+            for s, t in row_spans:
+                first, last = _span_tokens(e, s, t, n)
+                if first <= last:
+                    if not _edges_ok(e, s, t, first, last, n):
+                        bad.append(r)
+                    sup[row_start + first:row_start + last + 1] = True
+            row_start += n
+        return Encoded(ids, lengths), sup, bad
+
     def id_to_piece(self, token_id: int) -> str:
         return self.backend.id_to_token(int(token_id)) or f"<id {int(token_id)}>"
 
     def decode(self, ids) -> str:
         return self.backend.decode([int(i) for i in ids], skip_special_tokens=False)
+
+
+def _span_tokens(enc, start: int, end: int, n: int) -> tuple[int, int]:
+    """First and last token lying wholly inside chars [start, end); first > last when none does."""
+    first = None
+    for c in range(start, end):
+        first = enc.char_to_token(c)
+        if first is not None:
+            break
+    if first is None:
+        return 0, -1
+    while first < n and enc.token_to_chars(first) is not None and enc.token_to_chars(first)[0] < start:
+        first += 1
+    last = None
+    for c in range(end - 1, start - 1, -1):
+        last = enc.char_to_token(c)
+        if last is not None:
+            break
+    while last is not None and last >= first and (enc.token_to_chars(last) or (0, end + 1))[1] > end:
+        last -= 1
+    return first, (last if last is not None else -1)
+
+
+def _edges_ok(enc, start: int, end: int, first: int, last: int, n: int) -> bool:
+    a, b = enc.token_to_chars(first) or (-1, -1), enc.token_to_chars(last) or (-1, -1)
+    if not (start <= a[0] < a[1] and b[1] <= end and b[0] < b[1]):
+        return False
+    if first > 0:
+        prev = enc.token_to_chars(first - 1)
+        if prev is not None and prev[0] >= start and prev[1] <= end and prev[0] < prev[1]:
+            return False  # a wholly inside token was left out
+    if last + 1 < n:
+        nxt = enc.token_to_chars(last + 1)
+        if nxt is not None and nxt[0] >= start and nxt[1] <= end and nxt[0] < nxt[1]:
+            return False
+    return True
 
 
 def _read_config(folder: Path) -> dict:

@@ -15,8 +15,7 @@ import pyarrow as pa
 from ..errors import TemplateError
 from ..recipe import TokenizeOptions
 from ..tokenizer import Encoded, Tokenizer
-from .base import IGNORE_INDEX, BaseStep, flat_lists, model_batch
-from .mask import misplaced, tokens_in_spans
+from .base import IGNORE_INDEX, BaseStep, model_batch
 
 
 class TokenizeSFT(BaseStep):
@@ -30,55 +29,54 @@ class TokenizeSFT(BaseStep):
         self.add_eos = options.add_eos_token and not chat
         self.eos_id = tokenizer.require_eos("`add_eos_token`") if self.add_eos else tokenizer.eos_id
 
-    def _encode(self, texts: list[str]) -> Encoded:
-        """Encode with offsets; a text that already starts with the BOS string gets no second BOS."""
+    def _encode(self, texts: list[str], spans: list[list[tuple[int, int]]]):
+        """Encode with span marks; a text that already starts with the BOS string gets no second BOS."""
         tok, opt = self.tokenizer, self.options.add_special_tokens
         bos = tok.bos_token
         flags = [opt is None and bool(bos) and t.startswith(bos) for t in texts]
         if not any(flags) or all(flags):
             special = False if all(flags) and texts else opt
-            return tok.encode_with_offsets(texts, add_special_tokens=special, parse_special=True)
-        groups = [[i for i, f in enumerate(flags) if f == want] for want in (True, False)]
-        parts = [tok.encode_with_offsets([texts[i] for i in g], add_special_tokens=False if want else opt,
-                                         parse_special=True) for g, want in zip(groups, (True, False))]
+            return tok.encode_with_spans(texts, spans, add_special_tokens=special, parse_special=True)
+        order = [i for i, f in enumerate(flags) if f] + [i for i, f in enumerate(flags) if not f]
+        k = sum(flags)
+        parts = [tok.encode_with_spans([texts[i] for i in order[:k]], [spans[i] for i in order[:k]],
+                                       add_special_tokens=False, parse_special=True),
+                 tok.encode_with_spans([texts[i] for i in order[k:]], [spans[i] for i in order[k:]],
+                                       add_special_tokens=opt, parse_special=True)]
         rows = {}
-        for g, enc in zip(groups, parts):
+        bad = []
+        for base, (enc, sup, part_bad) in zip((0, k), parts):
             starts = enc.starts
-            for k, i in enumerate(g):
-                rows[i] = (enc.ids[starts[k]:starts[k + 1]], enc.offsets[starts[k]:starts[k + 1]])
+            bad += [order[base + r] for r in part_bad]
+            for j in range(len(enc.lengths)):
+                rows[order[base + j]] = (enc.ids[starts[j]:starts[j + 1]], sup[starts[j]:starts[j + 1]])
         ids = np.concatenate([rows[i][0] for i in range(len(texts))])
-        offsets = np.concatenate([rows[i][1] for i in range(len(texts))]).reshape(-1, 2)
+        sup = np.concatenate([rows[i][1] for i in range(len(texts))])
         lengths = np.array([len(rows[i][0]) for i in range(len(texts))], dtype=np.int64)
-        return Encoded(ids, lengths, offsets)
+        return Encoded(ids, lengths), sup, sorted(bad)
 
-    def _spans(self, batch: pa.RecordBatch, n: int):
-        starts, counts = flat_lists(batch.column("span_starts"))
-        ends, _ = flat_lists(batch.column("span_ends"))
-        rows = np.repeat(np.arange(n), counts)
-        last = np.ones(len(rows), dtype=bool)
-        if len(rows):
-            last[:-1] = rows[1:] != rows[:-1]
+    def _spans(self, batch: pa.RecordBatch) -> list[list[tuple[int, int]]]:
+        starts = batch.column("span_starts").to_pylist()
+        ends = batch.column("span_ends").to_pylist()
+        spans = [list(zip(a, b)) for a, b in zip(starts, ends)]
         if self.options.train_on == "last_assistant":
-            return rows[last], starts[last], ends[last], rows[last], ends[last]
-        return rows, starts, ends, rows[last], ends[last]
+            spans = [row[-1:] for row in spans]
+        return spans
 
     def __call__(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
         opt = self.options
         texts = batch.column("text").to_pylist()
         wheres = batch.column("_where").to_pylist()
-        n = len(texts)
-        enc = self._encode(texts)
+        spans = self._spans(batch)
+        enc, sup, bad = self._encode(texts, spans)
+        if bad:
+            raise TemplateError(f"{wheres[bad[0]]}: mask check failed: the supervised tokens do not match "
+                                f"the response's characters (a token straddles or escapes the span)")
         self.stats["tokens_read"] += int(len(enc.ids))
-        tok_row = np.repeat(np.arange(n), enc.lengths)
-        off = enc.offsets
-        span_row, span_start, span_end, last_row, last_end = self._spans(batch, n)
-        sup = tokens_in_spans(tok_row, off[:, 0], off[:, 1], span_row, span_start, span_end)
-        bad = misplaced(tok_row, off[:, 0], off[:, 1], sup, span_row, span_start, span_end)
-        if len(bad):
-            raise TemplateError(f"{wheres[tok_row[bad[0]]]}: mask check failed: token {int(enc.ids[bad[0]])} "
-                                f"is supervised but lies outside every response span")
         if opt.train_on_inputs:
             sup[:] = True
+        last_row = np.array([i for i, row in enumerate(spans) if row], dtype=np.int64)
+        last_end = np.array([row[-1][1] for row in spans if row], dtype=np.int64)
         ids, lengths, sup, eos_added = self._append_eos(enc, sup, texts, last_row, last_end)
         return self._finish(ids, lengths, sup, wheres, eos_added)
 

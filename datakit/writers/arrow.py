@@ -1,22 +1,26 @@
 """Writing a build: a spill file during the build, then the ``save_to_disk`` layout per split.
 
-Rows are spilled to one Arrow IPC file as they are made, so memory stays flat however large the
+Rows are spilled to flat column files as they are made, so memory stays flat however large the
 input. The splits are then gathered from the memory-mapped spill a chunk at a time; the map is
-closed after every chunk so that its pages leave the resident set.
+closed and the allocator's free pages are released after every chunk, so the resident set stays
+at one chunk however many rows the build has.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
+from ..transforms.base import flat_lists, model_batch
+
 COLUMNS = {"input_ids": pa.int32(), "attention_mask": pa.int8(), "labels": pa.int32()}
 FEATURES = {name: {"feature": {"dtype": str(t), "_type": "Value"}, "_type": "List"}
             for name, t in COLUMNS.items()}
-TAKE_ROWS = 4096
+TAKE_ROWS = 1024  # ~9 MB of 1024-token rows per gather: small transient peaks, few writes
 
 
 def output_schema(extra: dict[str, pa.DataType] | None = None) -> pa.Schema:
@@ -27,44 +31,76 @@ def output_schema(extra: dict[str, pa.DataType] | None = None) -> pa.Schema:
 
 
 class SpillWriter:
-    """Appends output batches (input_ids, attention_mask, labels) to one Arrow IPC file."""
+    """Appends output rows to flat binary files, one per column, plus the row lengths.
 
-    def __init__(self, path: Path):
-        self.path = path
-        self.schema = output_schema()
-        self._sink = pa.OSFile(str(path), "wb")
-        self._writer = pa.ipc.new_file(self._sink, self.schema)
+    Flat files make the later gather a positioned read per row into the output buffer.
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self._files = {name: open(folder / f"{name}.bin", "wb") for name in COLUMNS}
+        self.lengths_parts: list[np.ndarray] = []
         self.rows = 0
-        self.lengths: list[np.ndarray] = []
 
     def write(self, batch: pa.RecordBatch) -> None:
-        batch = batch.select(list(COLUMNS)).cast(self.schema.remove_metadata(), safe=True) \
-            if batch.schema.names != list(COLUMNS) else batch
-        self._writer.write_batch(batch)
+        for name, f in self._files.items():
+            values, lengths = flat_lists(batch.column(name))
+            np.ascontiguousarray(values, dtype=COLUMNS[name].to_pandas_dtype()).tofile(f)
+        self.lengths_parts.append(lengths.astype(np.int64))
         self.rows += batch.num_rows
-        offsets = batch.column("input_ids").offsets.to_numpy()
-        self.lengths.append(np.diff(offsets))
 
     def close(self) -> None:
-        self._writer.close()
-        self._sink.close()
+        for f in self._files.values():
+            f.close()
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.concatenate(self.lengths_parts) if self.lengths_parts else np.zeros(0, np.int64)
+
+    def gather(self, rows: np.ndarray, offsets: np.ndarray) -> pa.RecordBatch:
+        """Rows ``rows`` (in that order) as one output batch; ``offsets`` = cumsum of lengths.
+
+        Each row is read with ``pread`` straight into the output buffer. A memory map would be
+        simpler, but the kernel maps ~64 KB of cached neighbours around every page touched, so
+        random rows of a large spill would pull most of it into the resident set.
+        """
+        lengths = offsets[rows + 1] - offsets[rows]
+        out_starts = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=out_starts[1:])
+        cols = {}
+        for name, t in COLUMNS.items():
+            dtype = np.dtype(t.to_pandas_dtype())
+            buf = np.empty(int(out_starts[-1]), dtype=dtype)
+            view = memoryview(buf).cast("B")
+            size = dtype.itemsize
+            fd = os.open(self.folder / f"{name}.bin", os.O_RDONLY)
+            try:
+                for row, start, n in zip(rows.tolist(), out_starts[:-1].tolist(), lengths.tolist()):
+                    if n:
+                        os.preadv(fd, [view[start * size:(start + n) * size]], int(offsets[row]) * size)
+            finally:
+                os.close(fd)
+            cols[name] = buf
+        return model_batch(cols["input_ids"], lengths, attention=cols["attention_mask"], labels=cols["labels"])
 
 
-def write_split(spill: Path, indices: np.ndarray, folder: Path, *, fingerprint: str) -> dict:
-    """Gather ``indices`` from the spill file into ``folder`` in the ``save_to_disk`` layout."""
+def write_split(spill: SpillWriter, indices: np.ndarray, folder: Path, *, fingerprint: str) -> dict:
+    """Gather ``indices`` from the spill into ``folder`` in the ``save_to_disk`` layout."""
     folder.mkdir(parents=True)
     filename = "data-00000-of-00001.arrow"
     schema = output_schema()
     tokens = 0
+    offsets = np.zeros(spill.rows + 1, dtype=np.int64)
+    np.cumsum(spill.lengths, out=offsets[1:])
     with pa.OSFile(str(folder / filename), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
         for start in range(0, len(indices), TAKE_ROWS):
-            with pa.memory_map(str(spill)) as mm:
-                table = pa.ipc.open_file(mm).read_all()
-                part = table.take(pa.array(indices[start:start + TAKE_ROWS]))
-                for batch in part.combine_chunks().to_batches():
-                    writer.write_batch(batch.replace_schema_metadata(schema.metadata))
-                    tokens += len(batch.column("input_ids").values)
-                del table, part
+            batch = spill.gather(indices[start:start + TAKE_ROWS], offsets).replace_schema_metadata(schema.metadata)
+            writer.write_batch(batch)
+            tokens += len(batch.column("input_ids").values)
+            del batch
+            # mimalloc keeps freed pages for reuse; hand them back so each chunk starts from the same RSS.
+            pa.default_memory_pool().release_unused()
         if len(indices) == 0:
             writer.write_batch(pa.RecordBatch.from_pylist([], schema=schema))
     info = {"citation": "", "description": "", "features": FEATURES, "homepage": "", "license": ""}

@@ -1,0 +1,208 @@
+"""Benchmark datakit against the peer baselines in ../shared/bench, measured in the same run.
+
+usage: python bench/run.py [--shared ../shared] [--work /tmp/datakit-bench] [--mb 32] [--repeat 1]
+                           [--only pretrain,memory,sft,dedup]
+
+Every command runs in its own process under a small wrapper that reports wall time and peak RSS
+(ru_maxrss of the process tree). Ratios are taken between numbers of this run only. Targets:
+  pretrain  datakit <= 1.1x raw tokenizing, and >= 1.8x faster than run_clm (block 1024, per_document, val 0.05)
+  memory    datakit peak RSS on 4x the corpus <= 1.3x the peak on 1x
+  sft       datakit >= 6x faster than alpaca-lora's data path (20,000 rows, cutoff 256, val 2000),
+            and the same (input_ids, labels) for every row whose prompt fits in cutoff_len
+  dedup     near-dedup of the 20,000 alpaca rows: a small fraction of the build's tokenizing time
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+WRAP = textwrap.dedent("""
+    import json, resource, subprocess, sys, time
+    t = time.perf_counter()
+    p = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wall = time.perf_counter() - t
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(json.dumps({"wall": wall, "rss_mb": rss, "code": p.returncode, "out": p.stdout[-2000:], "err": p.stderr[-3000:]}))
+""")
+
+
+def measure(cmd: list[str], *, clean: list[Path] = ()) -> dict:
+    for c in clean:
+        shutil.rmtree(c, ignore_errors=True)
+    out = subprocess.run([sys.executable, "-c", WRAP, *map(str, cmd)], capture_output=True, text=True, check=True)
+    res = json.loads(out.stdout)
+    if res["code"] != 0:
+        raise SystemExit(f"command failed: {' '.join(map(str, cmd))}\n{res['err']}")
+    return res
+
+
+def best(cmd, repeat, clean=()):
+    runs = [measure(cmd, clean=clean) for _ in range(repeat)]
+    return min(runs, key=lambda r: r["wall"])
+
+
+def prepare(shared: Path, work: Path, mb: float) -> dict:
+    work.mkdir(parents=True, exist_ok=True)
+    paths = {"c1": work / "c1", "c4": work / "c4", "tok": work / "llama2_hf"}
+    if not (paths["c1"] / "corpus.jsonl").is_file():
+        subprocess.run([sys.executable, shared / "bench" / "make_corpus.py", shared / "data", paths["c1"],
+                        "--mb", str(mb), "--sft-rows", "20000"], check=True)
+    if not (paths["c4"] / "corpus.jsonl").is_file():
+        subprocess.run([sys.executable, shared / "bench" / "make_corpus.py", shared / "data", paths["c4"],
+                        "--mb", str(4 * mb), "--sft-rows", "10"], check=True)
+    if not (paths["tok"] / "tokenizer.json").is_file():
+        subprocess.run([sys.executable, shared / "bench" / "make_llama2_hf.py", paths["tok"]], check=True)
+    return paths
+
+
+def write_recipe(work: Path, name: str, body: dict) -> Path:
+    import yaml
+
+    p = work / f"{name}.yaml"
+    p.write_text(yaml.safe_dump(body, sort_keys=False))
+    return p
+
+
+def pretrain_recipe(work, corpus, tok, out):
+    return write_recipe(work, out.name, {
+        "tokenizer": str(tok), "sources": [{"path": str(corpus), "format": "text"}],
+        "transforms": [{"tokenize": {}}, {"pack": {"block_size": 1024, "eos": "per_document"}}],
+        "split": {"val_set_size": 0.05, "seed": 42}, "output": str(out)})
+
+
+def sft_recipe(work, data, tok, out, dedup=False):
+    steps = [{"dedup": {"mode": "near", "threshold": 0.8}}] if dedup else []
+    steps += [{"template": "alpaca"}, {"tokenize": {"cutoff_len": 256, "add_eos_token": True,
+                                                    "train_on_inputs": False}}]
+    return write_recipe(work, out.name, {
+        "tokenizer": str(tok), "sources": [{"path": str(data), "format": "alpaca"}],
+        "transforms": steps, "split": {"val_set_size": 2000, "seed": 42}, "output": str(out)})
+
+
+def line(label, value, target, ok):
+    print(f"  {label:<58} {value:>10}   target {target:<10} {'PASS' if ok else 'FAIL'}")
+
+
+def bench_pretrain(args, p, bench, dk):
+    work = args.work
+    raw = best([sys.executable, bench / "peer_raw_tokenize.py", p["c1"] / "corpus.jsonl", p["tok"]], args.repeat)
+    clm = best([sys.executable, bench / "peer_run_clm.py", p["c1"] / "corpus.jsonl", p["tok"], work / "clm"],
+               args.repeat, clean=[work / "clm"])
+    r1 = pretrain_recipe(work, p["c1"] / "corpus.jsonl", p["tok"], work / "dk1")
+    d1 = best([*dk, "build", r1, "--overwrite", "--silent"], args.repeat)
+    print(f"pretrain: {p['c1'] / 'corpus.jsonl'} ({(p['c1'] / 'corpus.jsonl').stat().st_size / 1e6:.1f} MB), "
+          f"Llama 2 tokenizer, block 1024, per_document, val 0.05")
+    for name, r in (("peer_raw_tokenize.py", raw), ("peer_run_clm.py (num_proc 2)", clm), ("datakit build", d1)):
+        print(f"  {name:<30} wall {r['wall']:6.2f} s   peak RSS {r['rss_mb']:7.0f} MB   {r['out'].strip()[-60:]}")
+    line("datakit wall / raw tokenize wall", f"{d1['wall'] / raw['wall']:.2f}x", "<= 1.10x", d1["wall"] <= 1.1 * raw["wall"])
+    line("run_clm wall / datakit wall", f"{clm['wall'] / d1['wall']:.2f}x", ">= 1.80x", clm["wall"] >= 1.8 * d1["wall"])
+    return d1
+
+
+def bench_memory(args, p, dk, d1=None):
+    work = args.work
+    if d1 is None:
+        d1 = best([*dk, "build", pretrain_recipe(work, p["c1"] / "corpus.jsonl", p["tok"], work / "dk1"),
+                   "--overwrite", "--silent"], args.repeat)
+    r4 = pretrain_recipe(work, p["c4"] / "corpus.jsonl", p["tok"], work / "dk4")
+    d4 = best([*dk, "build", r4, "--overwrite", "--silent"], args.repeat)
+    print(f"memory: 1x {(p['c1'] / 'corpus.jsonl').stat().st_size / 1e6:.0f} MB vs 4x "
+          f"{(p['c4'] / 'corpus.jsonl').stat().st_size / 1e6:.0f} MB corpus")
+    print(f"  datakit 1x: wall {d1['wall']:6.2f} s, peak RSS {d1['rss_mb']:.0f} MB; "
+          f"4x: wall {d4['wall']:6.2f} s, peak RSS {d4['rss_mb']:.0f} MB")
+    line("peak RSS 4x / peak RSS 1x", f"{d4['rss_mb'] / d1['rss_mb']:.2f}x", "<= 1.30x", d4["rss_mb"] <= 1.3 * d1["rss_mb"])
+
+
+def _compare_with_alpaca_lora(peer_dir: Path, dk_dir: Path, cutoff: int) -> tuple[int, int, int]:
+    """Rows of the peer whose prompt fits in cutoff: how many have datakit's exact (input_ids, labels)."""
+    from datasets import concatenate_datasets, load_from_disk
+
+    import datakit
+
+    dk = datakit.load(dk_dir)
+    ours = {}
+    for split in dk.values():
+        for ids, labels in zip(split["input_ids"], split["labels"]):
+            ours[tuple(ids)] = list(labels)
+    peer = concatenate_datasets([load_from_disk(str(peer_dir / "train")), load_from_disk(str(peer_dir / "val"))])
+    checked = same = skipped = 0
+    for ids, labels in zip(peer["input_ids"], peer["labels"]):
+        ids, labels = list(ids), list(labels)
+        prompt_len = next((i for i, l in enumerate(labels) if l != -100), len(labels))
+        if prompt_len >= cutoff - 1:
+            skipped += 1
+            continue
+        checked += 1
+        same += ours.get(tuple(ids)) == labels
+    return checked, same, skipped
+
+
+def bench_sft(args, p, bench, dk):
+    work = args.work
+    data = p["c1"] / "alpaca.json"
+    template = args.shared / "data" / "templates" / "alpaca.json"
+    peer = best([sys.executable, bench / "peer_alpaca_lora.py", data, p["tok"], template, work / "alpaca_lora"],
+                args.repeat, clean=[work / "alpaca_lora"])
+    r = sft_recipe(work, data, p["tok"], work / "dk_sft")
+    d = best([*dk, "build", r, "--overwrite", "--silent"], args.repeat)
+    print(f"sft: {data} (20,000 rows), alpaca template, cutoff 256, val 2000, Llama 2 tokenizer")
+    for name, res in (("peer_alpaca_lora.py", peer), ("datakit build", d)):
+        print(f"  {name:<30} wall {res['wall']:6.2f} s   peak RSS {res['rss_mb']:7.0f} MB")
+    line("alpaca-lora wall / datakit wall", f"{peer['wall'] / d['wall']:.2f}x", ">= 6.00x", peer["wall"] >= 6 * d["wall"])
+    checked, same, skipped = _compare_with_alpaca_lora(work / "alpaca_lora", work / "dk_sft", 256)
+    line(f"rows identical to alpaca-lora ({skipped} with prompt >= cutoff skipped)", f"{same}/{checked}",
+         "all", same == checked)
+    return d
+
+
+def bench_dedup(args, p, dk, sft=None):
+    work = args.work
+    data = p["c1"] / "alpaca.json"
+    if sft is None:
+        sft = best([*dk, "build", sft_recipe(work, data, p["tok"], work / "dk_sft"), "--overwrite", "--silent"],
+                   args.repeat)
+    r = sft_recipe(work, data, p["tok"], work / "dk_sft_dedup", dedup=True)
+    d = best([*dk, "build", r, "--overwrite", "--silent"], args.repeat)
+    manifest = json.loads((work / "dk_sft_dedup" / "manifest.json").read_text())
+    removed = manifest["counts"].get("rows_dropped", {}).get("near_duplicate", 0)
+    extra = d["wall"] - sft["wall"]
+    print(f"dedup: near (MinHash LSH, threshold 0.8) on the 20,000 alpaca rows; removed {removed} rows")
+    print(f"  build without dedup {sft['wall']:.2f} s, with dedup {d['wall']:.2f} s: dedup adds {extra:.2f} s")
+    tokenize_s = manifest.get("timings", {}).get("tokenize", None)
+    dedup_s = manifest.get("timings", {}).get("dedup", None)
+    if tokenize_s and dedup_s is not None:
+        line("dedup time / tokenize time (from the build's own timings)", f"{dedup_s / tokenize_s:.2f}x",
+             "small", dedup_s < tokenize_s)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
+    ap.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "datakit-bench")
+    ap.add_argument("--mb", type=float, default=32)
+    ap.add_argument("--repeat", type=int, default=1, help="runs per command; the fastest is kept")
+    ap.add_argument("--only", default="pretrain,memory,sft,dedup")
+    args = ap.parse_args()
+    args.shared = args.shared.resolve()
+    bench = args.shared / "bench"
+    p = prepare(args.shared, args.work, args.mb)
+    dk = [sys.executable, "-m", "datakit"]
+    only = set(args.only.split(","))
+    d1 = bench_pretrain(args, p, bench, dk) if "pretrain" in only else None
+    if "memory" in only:
+        bench_memory(args, p, dk, d1)
+    sft = bench_sft(args, p, bench, dk) if "sft" in only else None
+    if "dedup" in only:
+        bench_dedup(args, p, dk, sft)
+
+
+if __name__ == "__main__":
+    main()
