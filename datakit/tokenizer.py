@@ -330,9 +330,15 @@ def _span_tokens(enc, start: int, end: int, n: int) -> tuple[int, int]:
         last = enc.char_to_token(c)
         if last is not None:
             break
-    while last is not None and last >= first and (enc.token_to_chars(last) or (0, end + 1))[1] > end:
+    if last is None:
+        return first, -1
+    # char_to_token gives the first token holding a char; byte-level tokens of one character
+    # (an emoji as three tokens) all hold it, so move on to the last of them.
+    while last + 1 < n and (nxt := enc.token_to_chars(last + 1)) is not None and nxt[0] < end:
+        last += 1
+    while last >= first and (enc.token_to_chars(last) or (0, end + 1))[1] > end:
         last -= 1
-    return first, (last if last is not None else -1)
+    return first, last
 
 
 def _edges_ok(enc, start: int, end: int, first: int, last: int, n: int) -> bool:
