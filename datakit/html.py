@@ -1,0 +1,82 @@
+"""One self-contained HTML page for a build: summary, length histograms (inline SVG) and rows with
+trained and masked tokens colored. Nothing is loaded from the network: no scripts, fonts or links."""
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from .inspect import Build, histogram, percentiles, split_stats, summary_text
+
+CSS = """
+body{font:14px/1.5 system-ui,-apple-system,'Segoe UI',sans-serif;margin:2rem auto;max-width:1100px;color:#1d232a;padding:0 1rem}
+h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:2rem;border-bottom:1px solid #ddd}
+pre.summary{background:#f6f8fa;padding:1rem;overflow-x:auto;font-size:12px}
+.row{font:13px/1.9 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;white-space:pre-wrap;word-break:break-word;
+ border:1px solid #e1e4e8;border-radius:6px;padding:.8rem;margin:.6rem 0}
+.t{border-radius:3px;padding:1px 0;margin-right:1px}
+.trained{background:#c8f0c8;color:#0b4f0b}.masked{background:#eceff3;color:#6a737d}
+.special{font-weight:bold;outline:1px solid #b392f0}.pad{opacity:.5}.multi{text-decoration:underline dotted}
+.legend span{margin-right:1rem}
+svg text{font:11px sans-serif;fill:#444}
+"""
+
+
+def _token_spans(build: Build, split: str, index: int) -> str:
+    row = build.row(split, index)
+    out = []
+    for p in build.pieces(row):
+        cls = ["t", "trained" if p.trained else "masked"]
+        if p.special:
+            cls.append("special")
+        if p.padding:
+            cls.append("pad")
+        if len(p.ids) > 1:
+            cls.append("multi")
+        labels = [int(row["labels"][pos]) for pos in p.positions]
+        title = f"pos {p.positions[0]}" + (f"-{p.positions[-1]}" if len(p.positions) > 1 else "") + \
+            f" · id {' '.join(map(str, p.ids))} · label {' '.join(map(str, labels))}"
+        text = p.text.replace("\n", "↵\n").replace("\t", "→")
+        out.append(f'<span class="{" ".join(cls)}" title="{html.escape(title)}">{html.escape(text)}</span>')
+    return "".join(out)
+
+
+def _svg_histogram(lengths) -> str:
+    hist = histogram(lengths, bins=20)
+    if not hist:
+        return ""
+    w, h, pad = 640, 160, 24
+    top = max(c for _, _, c in hist) or 1
+    bw = (w - 2 * pad) / len(hist)
+    bars = []
+    for k, (lo, hi, c) in enumerate(hist):
+        bh = (h - 2 * pad) * c / top
+        x, y = pad + k * bw, h - pad - bh
+        bars.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{bw - 2:.1f}" height="{bh:.1f}" fill="#79b8ff">'
+                    f'<title>{lo}-{hi}: {c} rows</title></rect>')
+    lo, hi = hist[0][0], hist[-1][1]
+    return (f'<svg width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" aria-label="row lengths">'
+            + "".join(bars) + f'<text x="{pad}" y="{h - 6}">{lo}</text>'
+            f'<text x="{w - pad}" y="{h - 6}" text-anchor="end">{hi} tokens</text>'
+            f'<text x="{pad}" y="14">max bucket {top} rows</text></svg>')
+
+
+def write_html(build: Build, path: str | Path, rows: dict[str, list[int]]) -> Path:
+    """Write the page to ``path``; ``rows`` names the rows shown per split."""
+    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>datakit inspect: "
+             f"{html.escape(str(build.path))}</title><style>{CSS}</style></head><body>",
+             f"<h1>datakit build <code>{html.escape(str(build.path))}</code></h1>",
+             "<p class='legend'><span class='t trained'>trained token</span><span class='t masked'>masked (-100)</span>"
+             "<span class='t masked special'>special</span><span class='t masked multi'>character made of several "
+             "tokens</span> Hover a token for its position, id and label.</p>",
+             f"<pre class='summary'>{html.escape(summary_text(build))}</pre>"]
+    for name, table in build.splits.items():
+        s = split_stats(table)
+        pct = ", ".join(f"{k} {v}" for k, v in percentiles(s["lengths"]).items())
+        parts.append(f"<h2>{html.escape(name)}: {s['rows']:,} rows</h2><p>lengths: {pct}</p>")
+        parts.append(_svg_histogram(s["lengths"]))
+        for i in rows.get(name, []):
+            parts.append(f"<h3>{html.escape(name)} row {i}</h3><div class='row'>{_token_spans(build, name, i)}</div>")
+    parts.append("</body></html>")
+    out = Path(path)
+    out.write_text("\n".join(parts), encoding="utf-8")
+    return out

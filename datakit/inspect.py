@@ -1,0 +1,262 @@
+"""``inspect``: the summary, tokens and labels of a built folder, read lazily (memory-mapped Arrow).
+
+Opening a build maps its Arrow files without reading them, so showing one row of a
+million-row build reads that row only. The tokenizer named in the manifest turns ids into
+readable pieces; when it cannot be found, ids are shown as they are.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from .errors import DatakitError
+from .pieces import Piece, pieces, visible
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class Build:
+    path: Path
+    manifest: dict
+    splits: dict[str, pa.Table]
+    tokenizer: object | None = None
+    tokenizer_error: str | None = None
+    _byte_level: bool = field(default=False, repr=False)
+
+    def table(self, split: str) -> pa.Table:
+        if split not in self.splits:
+            raise DatakitError(f"{self.path}: no split '{split}' (splits: {', '.join(self.splits)})")
+        return self.splits[split]
+
+    def row(self, split: str, index: int) -> dict:
+        t = self.table(split)
+        if not 0 <= index < t.num_rows:
+            raise DatakitError(f"{self.path}: row {index} is out of range for split '{split}' "
+                               f"({t.num_rows} rows: 0..{t.num_rows - 1})")
+        one = t.slice(index, 1)
+        return {name: one.column(name)[0].values.to_numpy(zero_copy_only=False) for name in one.column_names}
+
+    def pieces(self, row: dict) -> list[Piece]:
+        tok = self.tokenizer
+        if tok is None:
+            return [Piece(f"#{int(i)}", [k], [int(i)], trained=int(l) != IGNORE_INDEX, padding=not a)
+                    for k, (i, l, a) in enumerate(zip(row["input_ids"], row["labels"], row["attention_mask"]))]
+        return pieces(row["input_ids"], row["labels"], row["attention_mask"], id_to_piece=tok.id_to_piece,
+                      special_ids=tok.special_ids(), byte_level=self._byte_level)
+
+    def decode(self, ids) -> str:
+        return self.tokenizer.decode(ids) if self.tokenizer else " ".join(map(str, ids))
+
+
+def open_build(path: str | Path, *, load_tokenizer: bool = True) -> Build:
+    p = Path(path)
+    manifest_path = p / "manifest.json"
+    if not manifest_path.is_file():
+        raise DatakitError(f"{p} is not a datakit build (no manifest.json)")
+    manifest = json.loads(manifest_path.read_text("utf-8"))
+    splits = {}
+    for name in json.loads((p / "dataset_dict.json").read_text("utf-8"))["splits"]:
+        state = json.loads((p / name / "state.json").read_text("utf-8"))
+        tables = [pa.ipc.open_stream(pa.memory_map(str(p / name / f["filename"]))).read_all()
+                  for f in state["_data_files"]]
+        splits[name] = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    build = Build(p, manifest, splits)
+    if load_tokenizer:
+        _attach_tokenizer(build)
+    return build
+
+
+def _attach_tokenizer(build: Build) -> None:
+    from .tokenizer import HFTokenizer, load_tokenizer
+
+    source = build.manifest.get("tokenizer", {}).get("source")
+    try:
+        build.tokenizer = load_tokenizer(source)
+    except DatakitError as e:
+        build.tokenizer_error = str(e)
+        return
+    if isinstance(build.tokenizer, HFTokenizer):
+        data = json.loads(build.tokenizer.backend.to_str())
+        kinds = json.dumps([data.get("decoder"), data.get("pre_tokenizer")])
+        build._byte_level = '"ByteLevel"' in kinds
+    fp = build.manifest["tokenizer"].get("fingerprint")
+    if fp and build.tokenizer.fingerprint != fp:
+        build.tokenizer_error = (f"tokenizer files at {source} changed since the build (fingerprint differs); "
+                                 f"pieces may not match the ids")
+
+
+# ---------------------------------------------------------------- statistics
+
+def split_stats(table: pa.Table) -> dict:
+    ids = table.column("input_ids").combine_chunks() if table.num_rows else None
+    if ids is None:
+        return {"rows": 0, "tokens": 0, "supervised": 0, "lengths": np.zeros(0, np.int64)}
+    lengths = np.diff(ids.offsets.to_numpy())
+    labels = table.column("labels").combine_chunks().values.to_numpy()
+    attention = table.column("attention_mask").combine_chunks().values.to_numpy()
+    return {"rows": table.num_rows, "tokens": int(attention.sum()), "padding": int((attention == 0).sum()),
+            "supervised": int((labels != IGNORE_INDEX).sum()), "lengths": lengths}
+
+
+def histogram(lengths: np.ndarray, *, bins: int = 10) -> list[tuple[int, int, int]]:
+    """(low, high, count) buckets over the row lengths."""
+    if len(lengths) == 0:
+        return []
+    lo, hi = int(lengths.min()), int(lengths.max())
+    if lo == hi:
+        return [(lo, hi, len(lengths))]
+    bins = min(bins, hi - lo + 1)
+    edges = np.unique(np.linspace(lo, hi + 1, bins + 1).round().astype(np.int64))
+    counts, _ = np.histogram(lengths, bins=edges)
+    return [(int(a), int(b) - 1, int(c)) for a, b, c in zip(edges[:-1], edges[1:], counts)]
+
+
+def percentiles(lengths: np.ndarray) -> dict:
+    if len(lengths) == 0:
+        return {}
+    q = np.percentile(lengths, [50, 90, 99], method="lower")
+    return {"min": int(lengths.min()), "p50": int(q[0]), "p90": int(q[1]), "p99": int(q[2]), "max": int(lengths.max())}
+
+
+def summary_text(build: Build) -> str:
+    m = build.manifest
+    out = [f"{build.path}  ({m['kind']}, datakit {m.get('datakit_version', '?')})"]
+    tok = m.get("tokenizer", {})
+    out.append(f"tokenizer: {tok.get('source')} ({tok.get('kind')}, vocab {tok.get('vocab_size')}, "
+               f"bos {tok.get('bos_id')}, eos {tok.get('eos_id')}, pad {tok.get('pad_id')})")
+    if build.tokenizer_error:
+        out.append(f"  note: {build.tokenizer_error}")
+    recipe = m.get("recipe", {})
+    steps = ", ".join(json.dumps(s, default=str) for s in recipe.get("transforms", []))
+    out.append(f"recipe: {m.get('recipe_path') or recipe.get('path')}; steps: {steps}")
+    out.append("inputs: " + ", ".join(f"{Path(i['path']).name} ({i['records']:,} records)" for i in m.get("inputs", [])))
+    for name, table in build.splits.items():
+        s = split_stats(table)
+        share = 100 * s["supervised"] / s["tokens"] if s["tokens"] else 0
+        out.append(f"\n[{name}] rows {s['rows']:,}  tokens {s['tokens']:,}  supervised {s['supervised']:,} "
+                   f"({share:.1f}%)" + (f"  padding {s['padding']:,}" if s.get("padding") else ""))
+        pct = percentiles(s["lengths"])
+        if pct:
+            out.append("  length " + "  ".join(f"{k} {v:,}" for k, v in pct.items()))
+            hist = histogram(s["lengths"])
+            top = max(c for _, _, c in hist) or 1
+            for lo, hi, c in hist:
+                out.append(f"  {lo:>7,}-{hi:<7,} {'█' * max(1 if c else 0, round(30 * c / top)):<30} {c:,}")
+    out.append("")
+    out.extend(_counts_lines(m.get("counts", {})))
+    for src in m.get("sources", []):
+        out.append(f"  source {src['name']}: rows {src.get('rows', 0):,}, tokens {src.get('tokens', 0):,}")
+    return "\n".join(out)
+
+
+def _counts_lines(c: dict) -> list[str]:
+    lines = []
+    read = c.get("documents_read", c.get("rows_read"))
+    if read is not None:
+        lines.append(f"read {read:,} {'documents' if 'documents_read' in c else 'rows'}, "
+                     f"{c.get('tokens_read', 0):,} tokens; wrote {c.get('tokens_written', 0):,} tokens")
+    for key, label in (("rows_dropped", "rows dropped"), ("tokens_dropped", "tokens dropped")):
+        items = {k: v for k, v in c.get(key, {}).items() if v}
+        lines.append(f"{label}: " + (", ".join(f"{k} {v:,}" for k, v in items.items()) if items else "none"))
+    if "rows_truncated" in c:
+        lines.append(f"rows truncated: {c['rows_truncated']:,}")
+    return lines
+
+
+# ---------------------------------------------------------------- row views
+
+TRAINED_OPEN, TRAINED_CLOSE = "«", "»"
+
+
+def row_text(build: Build, split: str, index: int, *, color: bool) -> str:
+    """The row's tokens in order. Trained tokens: green (color) or inside «…» (plain). Tokens are
+    separated by a dim │ (color) or | (plain); special tokens and padding stay visible."""
+    import click
+
+    row = build.row(split, index)
+    ps = build.pieces(row)
+    n_sup = int((row["labels"] != IGNORE_INDEX).sum())
+    head = f"[{split} row {index}] {len(row['input_ids'])} tokens, {n_sup} trained"
+    if color:
+        head += "  (" + click.style("trained", fg="green", bold=True) + " / " + click.style("masked", dim=True) + ")"
+    else:
+        head += f"  (trained tokens inside {TRAINED_OPEN}…{TRAINED_CLOSE}, tokens separated by |)"
+    parts = []
+    inside = False
+    for k, p in enumerate(ps):
+        text = _shown(p)
+        if color:
+            style = {"fg": "green", "bold": True} if p.trained else {"dim": True}
+            if p.special:
+                style = {"fg": "magenta", "bold": p.trained, "dim": not p.trained}
+            parts.append(click.style(text, **style) + click.style("│", fg="bright_black"))
+            continue
+        if p.trained and not inside:
+            parts.append(TRAINED_OPEN)
+            inside = True
+        elif not p.trained and inside:
+            parts.append(TRAINED_CLOSE)
+            inside = False
+        parts.append(text + ("|" if k < len(ps) - 1 else ""))
+    if inside:
+        parts.append(TRAINED_CLOSE)
+    note = f"\n(note: {build.tokenizer_error})" if build.tokenizer_error else ""
+    return head + "\n" + "".join(parts) + note
+
+
+def _shown(p: Piece) -> str:
+    if p.special:
+        return p.text + ("(pad)" if p.padding and "pad" not in p.text.lower() else "")
+    text = visible(p.text)
+    if len(p.ids) > 1:
+        text += _subscript(len(p.ids))
+    return text
+
+
+def _subscript(n: int) -> str:
+    return "".join("₀₁₂₃₄₅₆₇₈₉"[int(d)] for d in str(n))
+
+
+def row_table(build: Build, split: str, index: int) -> str:
+    row = build.row(split, index)
+    lines = [f"{'pos':>5}  {'id':>7}  {'label':>7}  {'piece':<20} text"]
+    tok = build.tokenizer
+    shown = {}
+    for p in build.pieces(row):
+        for k, pos in enumerate(p.positions):
+            if len(p.positions) == 1:
+                shown[pos] = repr(p.text) if not p.special else p.text
+            else:
+                shown[pos] = f"{p.text!r} (token {k + 1} of {len(p.positions)})"
+    for pos, (tid, lab) in enumerate(zip(row["input_ids"].tolist(), row["labels"].tolist())):
+        piece = tok.id_to_piece(tid) if tok else ""
+        label = "-100" if lab == IGNORE_INDEX else str(lab)
+        lines.append(f"{pos:>5}  {tid:>7}  {label:>7}  {piece!s:<20} {shown.get(pos, '')}")
+    return "\n".join(lines)
+
+
+def sample_rows(build: Build, split: str, k: int, *, seed: int) -> list[int]:
+    n = build.table(split).num_rows
+    rng = np.random.default_rng(seed)
+    return sorted(rng.choice(n, size=min(k, n), replace=False).tolist())
+
+
+def grep_rows(build: Build, split: str, text: str, *, limit: int) -> list[int]:
+    """Rows whose decoded text contains ``text`` (the first ``limit``)."""
+    if build.tokenizer is None:
+        raise DatakitError(f"--grep needs the build's tokenizer: {build.tokenizer_error}")
+    table = build.table(split)
+    found = []
+    for start in range(0, table.num_rows, 1000):
+        chunk = table.slice(start, 1000).column("input_ids").to_pylist()
+        for k, ids in enumerate(chunk):
+            if text in build.tokenizer.decode(ids):
+                found.append(start + k)
+                if len(found) >= limit:
+                    return found
+    return found
