@@ -132,5 +132,50 @@ def inspect(build_dir, split, row, sample, seed, grep, limit, table, no_color, h
         click.echo()
 
 
+@cli.command()
+@click.argument("recipe", required=False, type=click.Path(dir_okay=False))
+@click.option("--data", type=click.Path(file_okay=False), help="A built folder (default: the recipe's output).")
+@click.option("--model", "base_model", help="Base model: a local folder or hub id (recipe: train.base_model).")
+@click.option("--output-dir", help="Where the adapter, tokenizer and training state go.")
+@click.option("--max-steps", type=int, help="Stop after this many optimizer steps.")
+@click.option("--num-epochs", "num_epochs", type=float, help="Epochs over the train split (default 3).")
+@click.option("--micro-batch-size", type=int, help="Rows per device step (default 4).")
+@click.option("--batch-size", type=int, help="Rows per optimizer step; accumulation = batch / micro (default 128).")
+@click.option("--learning-rate", type=float, help="Peak learning rate (default 3e-4).")
+@click.option("--lora-r", type=int, help="LoRA rank (default 8).")
+@click.option("--lora-alpha", type=int, help="LoRA alpha (default 16).")
+@click.option("--lora-dropout", type=float, help="LoRA dropout (default 0.05).")
+@click.option("--lora-target-modules", help="Comma-separated module names (default q_proj,k_proj,v_proj,o_proj).")
+@click.option("--warmup-steps", type=int, help="Linear warm-up steps (default 100).")
+@click.option("--logging-steps", type=int, help="Log (and evaluate) every N steps (default 10).")
+@click.option("--gradient-checkpointing", is_flag=True, default=None, help="Trade compute for memory.")
+@click.option("--resume-from-checkpoint", is_flag=False, flag_value="latest", default=None,
+              help="Resume from PATH, or from the latest checkpoint in the output folder when no PATH is given.")
+@silent_option
+@handle_errors
+def train(recipe, data, resume_from_checkpoint, silent, **options):
+    """Fine-tune a model with LoRA on a built folder (needs `pip install 'datakit[train]'`).
+
+    Example:
+
+        datakit train --data build/alpaca --model path/to/llama --max-steps 200
+
+        datakit train recipes/alpaca.yaml --micro-batch-size 8
+    """
+    from .train import config_from, train as run_train
+
+    if options.get("lora_target_modules"):
+        options["lora_target_modules"] = [m.strip() for m in options["lora_target_modules"].split(",") if m.strip()]
+    config, model, recipe_data = config_from(recipe, options)
+    data = data or recipe_data
+    if not data or not model:
+        raise click.UsageError("give --data DIR and --model MODEL (or a RECIPE with output and train.base_model)")
+    resume = True if resume_from_checkpoint == "latest" else resume_from_checkpoint
+    result = run_train(data, model=model, config=config, resume_from_checkpoint=resume, silent=silent)
+    if not silent:
+        shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in result.metrics.items()}
+        click.echo(f"saved the LoRA adapter to {result.output_dir}: {shown}")
+
+
 def main():  # pragma: no cover - console entry
     cli()

@@ -1,0 +1,136 @@
+"""`datakit train` on the CPU with a tiny random Llama (no downloads)."""
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="the [train] extra is not installed")
+pytest.importorskip("peft")
+
+import datakit  # noqa: E402
+from datakit.errors import TrainError  # noqa: E402
+from datakit.recipe import TrainConfig  # noqa: E402
+from datakit.train import Collator, train  # noqa: E402
+
+RECORDS = [{"instruction": f"Repeat the word number {i}.", "input": "", "output": f"word {i} word {i}"}
+           for i in range(24)]
+
+
+def tiny_llama(path, vocab_size):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
+                      bos_token_id=1, eos_token_id=2, pad_token_id=3,
+                      initializer_range=0.5)  # logits that a frozen lm_head lets LoRA move
+    LlamaForCausalLM(cfg).save_pretrained(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, hf_tokenizer):
+    import yaml
+
+    tmp = tmp_path_factory.mktemp("train")
+    (tmp / "d.json").write_text(json.dumps(RECORDS))
+    (tmp / "r.yaml").write_text(yaml.safe_dump({
+        "tokenizer": str(hf_tokenizer), "sources": [{"path": "d.json", "format": "alpaca"}],
+        "transforms": [{"template": "alpaca_short"}, {"tokenize": {"cutoff_len": 64}}],
+        "split": {"val_set_size": 4, "seed": 0}, "output": "built"}))
+    datakit.run_build(tmp / "r.yaml", silent=True)
+    return tmp / "built", tiny_llama(tmp / "model", 1000)
+
+
+def test_training_lowers_the_loss_and_the_adapter_reloads(built, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    data, model = built
+    cfg = TrainConfig(max_steps=30, batch_size=4, micro_batch_size=4, learning_rate=3e-2, warmup_steps=0,
+                      logging_steps=5, lora_r=8, lora_alpha=16, lora_dropout=0.0,
+                      lora_target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    result = train(data, model=str(model), config=cfg, output_dir=tmp_path / "out", silent=True)
+    losses = [h["loss"] for h in result.log_history if "loss" in h]
+    assert len(losses) >= 4 and losses[-1] < losses[0] - 1.0, losses
+    assert "eval_loss" in result.metrics
+    out = result.output_dir
+    assert (out / "adapter_config.json").is_file() and (out / "trainer_state.json").is_file()
+    assert (out / "tokenizer.json").is_file()
+    reloaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(model)), str(out)).eval()
+    trained = result.model.eval()
+    batch = torch.tensor([datakit.load(data)["train"][0]["input_ids"]])
+    with torch.no_grad():
+        assert torch.allclose(trained(batch).logits, reloaded(batch).logits, atol=1e-5)
+
+
+def test_masked_tokens_do_not_count_in_the_loss(built):
+    from transformers import AutoModelForCausalLM
+
+    data, model = built
+    rows = [datakit.load(data)["train"][i] for i in range(3)]
+    eos = 2
+    batch = Collator(pad_id=eos)(rows)  # pad == eos, as for a tokenizer without a pad token
+    lengths = [len(r["input_ids"]) for r in rows]
+    for k, n in enumerate(lengths):
+        assert (batch["labels"][k, n:] == -100).all() and (batch["attention_mask"][k, n:] == 0).all()
+        assert batch["labels"][k, n - 1] == eos  # the real EOS keeps its label
+    m = AutoModelForCausalLM.from_pretrained(str(model)).eval()
+    with torch.no_grad():
+        out = m(**batch)
+    logits = out.logits[:, :-1].reshape(-1, out.logits.size(-1))
+    labels = batch["labels"][:, 1:].reshape(-1)
+    keep = labels != -100
+    manual = torch.nn.functional.cross_entropy(logits[keep], labels[keep])
+    assert torch.allclose(out.loss, manual, atol=1e-5)
+    full = torch.nn.functional.cross_entropy(logits, batch["input_ids"][:, 1:].reshape(-1))
+    assert not torch.allclose(out.loss, full, atol=1e-3)
+
+
+def test_clear_errors(built, tmp_path, monkeypatch):
+    from datasets import Dataset, DatasetDict
+
+    data, model = built
+    small = tiny_llama(tmp_path / "small", 100)
+    with pytest.raises(TrainError, match="beyond the model's vocabulary of 100"):
+        train(data, model=str(small), config=TrainConfig(max_steps=1), silent=True)
+    nolabels = tmp_path / "nolabels"
+    DatasetDict(train=Dataset.from_dict({"input_ids": [[1, 5, 2]]})).save_to_disk(str(nolabels))
+    (nolabels / "manifest.json").write_text((data / "manifest.json").read_text())
+    with pytest.raises(TrainError, match="has no labels column"):
+        train(nolabels, model=str(model), config=TrainConfig(max_steps=1), silent=True)
+    monkeypatch.setitem(__import__("sys").modules, "peft", None)
+    with pytest.raises(TrainError, match=r"pip install 'datakit\[train\]'"):
+        train(data, model=str(model), silent=True)
+
+
+def test_cli_reads_the_recipe_train_section(built, tmp_path):
+    import yaml
+    from click.testing import CliRunner
+
+    from datakit.cli import cli
+
+    data, model = built
+    recipe = yaml.safe_load((data.parent / "r.yaml").read_text())
+    recipe["output"] = str(data)
+    recipe["train"] = {"base_model": str(model), "batch_size": 2, "micro_batch_size": 1, "max_steps": 2,
+                       "lora_target_modules": ["q_proj", "v_proj"], "output_dir": str(tmp_path / "cli")}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    result = CliRunner().invoke(cli, ["train", str(tmp_path / "r.yaml"), "--learning-rate", "1e-3", "--silent"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "cli" / "datakit_train.json").read_text())
+    assert saved["config"]["learning_rate"] == 1e-3 and saved["config"]["micro_batch_size"] == 1
+    adapter = json.loads((tmp_path / "cli" / "adapter_config.json").read_text())
+    assert sorted(adapter["target_modules"]) == ["q_proj", "v_proj"]
+
+
+def test_example_training_script_runs(built, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    data, model = built
+    script = Path(__file__).resolve().parents[1] / "examples" / "train_lora.py"
+    out = subprocess.run([sys.executable, str(script), str(data), str(model), "--steps", "3", "--batch", "2"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "step 1 loss" in out.stdout and (tmp_path / "lora-adapter" / "adapter_config.json").is_file()
