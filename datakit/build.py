@@ -13,6 +13,7 @@ import numpy as np
 from . import __version__
 from .errors import DatakitError
 from .executor import run_chain
+from .mixing import mix, split_groups
 from .progress import Progress
 from .recipe import Recipe, load_recipe, to_dict
 from .sources import FileInfo, expand, read_source
@@ -64,12 +65,32 @@ def run_build(recipe: Recipe | str | Path, *, output: str | Path | None = None, 
     steps = make_steps(recipe, tokenizer)
     progress = Progress(total=_input_bytes(recipe), silent=silent, sft=recipe.is_sft)
     files: list[FileInfo] = []
+    try:
+        result = _run(recipe, target, steps, tokenizer, progress, files, overwrite=overwrite)
+    except BaseException:
+        _close(steps, ok=False)
+        raise
+    _close(steps, ok=True)
+    return BuildResult(path=target, manifest=result, seconds=time.time() - t0)
+
+
+def _close(steps, *, ok: bool) -> None:
+    for step in steps:
+        if hasattr(step, "close"):
+            step.close(ok=ok)
+
+
+def _run(recipe, target, steps, tokenizer, progress, files, *, overwrite) -> dict:
     with staged_output(target, overwrite=overwrite) as stage:
         spill = SpillWriter(stage / ".spill")
         try:
             def batches():
-                for src in recipe.sources:
-                    yield from read_source(src, files=files, on_bytes=progress.advance)
+                first_row = 0
+                for i, src in enumerate(recipe.sources):
+                    for batch in read_source(src, files=files, index=i, first_row=first_row,
+                                             on_bytes=progress.advance):
+                        first_row += batch.num_rows
+                        yield batch
 
             split_at = next((i for i, c in enumerate(recipe.transforms) if c.name == "tokenize"), None)
             for out in run_chain(batches(), steps, split_at=split_at):
@@ -85,7 +106,8 @@ def run_build(recipe: Recipe | str | Path, *, output: str | Path | None = None, 
             raise DatakitError("the build produced no rows: every document or row was dropped "
                                f"({json.dumps(_nest(counts))})")
         manifest = _manifest(recipe, tokenizer, files, counts)
-        splits = split_indices(spill.rows, recipe.split)
+        splits, per_source = _plan_splits(recipe, spill)
+        manifest["sources"] = per_source
         for name, idx in splits.items():
             manifest["splits"][name] = write_split(spill, idx, stage / name,
                                                    fingerprint=manifest["inputs_fingerprint"])
@@ -94,8 +116,31 @@ def run_build(recipe: Recipe | str | Path, *, output: str | Path | None = None, 
         shutil.rmtree(spill.folder)
         manifest["lengths"] = {"min": int(lengths.min()), "mean": round(float(lengths.mean()), 2),
                                "max": int(lengths.max())}
+        manifest["timings"] = {cfg.name: round(getattr(s, "seconds", 0.0), 3)
+                               for cfg, s in zip(recipe.transforms, steps)}
         (stage / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-    return BuildResult(path=target, manifest=manifest, seconds=time.time() - t0)
+    return manifest
+
+
+def _plan_splits(recipe: Recipe, spill) -> tuple[dict[str, np.ndarray], list[dict]]:
+    """Mix the sources (weights, repeats), then split by group; returns spill rows per split and
+    what each source contributed."""
+    source = spill.meta("source")
+    rows = mix(recipe.sources, source, seed=recipe.split.seed)
+    groups = split_groups(spill.meta("group"), spill.meta("hash"))[rows]
+    splits = {name: rows[idx] for name, idx in split_indices(len(rows), recipe.split, groups=groups).items()}
+    lengths = spill.lengths
+    per_source = []
+    for i, src in enumerate(recipe.sources):
+        built = source == i
+        entry = {"name": src.label, "rows_built": int(built.sum()), "rows": 0, "tokens": 0}
+        for name, idx in splits.items():
+            mine = idx[source[idx] == i]
+            entry[f"{name}_rows"] = int(len(mine))
+            entry["rows"] += int(len(mine))
+            entry["tokens"] += int(lengths[mine].sum())
+        per_source.append(entry)
+    return splits, per_source
 
 
 def _manifest(recipe: Recipe, tokenizer, files: list[FileInfo], counts: Counter) -> dict:

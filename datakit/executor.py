@@ -9,6 +9,7 @@ over explicit shards and calls ``flush`` once per shard.
 from __future__ import annotations
 
 import queue
+import time
 import threading
 from typing import Iterable, Iterator
 
@@ -24,7 +25,11 @@ def _through(batch: pa.RecordBatch, steps: list[Step], start: int) -> Iterator[p
         if batch.num_rows:
             yield batch
         return
-    for out in steps[start](batch):
+    step = steps[start]
+    t = time.perf_counter()
+    outs = step(batch)
+    step.seconds = getattr(step, "seconds", 0.0) + time.perf_counter() - t
+    for out in outs:
         yield from _through(out, steps, start + 1)
 
 

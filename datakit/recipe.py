@@ -66,6 +66,7 @@ class DedupOptions:
     threshold: float = 0.8
     num_perm: int = 128
     ngram: int = 5
+    action: str = "drop"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -223,6 +224,10 @@ def _semantic_problems(data: dict) -> list[str]:
                                 f"({', '.join(SFT_FORMATS)})")
             if "tokenize" in steps[:i]:
                 problems.append(f"transforms[{i}].template: must come before `tokenize`")
+    for i, name in enumerate(steps):
+        if name in ("dedup", "filter") and {"template", "tokenize"} & set(steps[:i]):
+            problems.append(f"transforms[{i}].{name}: must come before `template` and `tokenize` "
+                            f"(it reads the source fields)")
     if sft and "template" not in steps:
         problems.append("transforms: instruction sources need a `template` step (e.g. `- template: alpaca`)")
     if not sft and "pack" not in steps:
@@ -267,6 +272,8 @@ def from_dict(data: Any, *, base_dir: str | Path = ".", path: str | None = None)
         name, opts = next(iter(t.items()))
         if name == "template":
             opts = {"name": _template_name(base, opts)}
+        if name == "filter" and (opts or {}).get("rejects"):
+            opts = {**opts, "rejects": _join(base, opts["rejects"])}
         steps.append(StepConfig(name=name, options=STEP_OPTIONS[name](**(opts or {}))))
     chat_template = data.get("chat_template")
     if chat_template and chat_template.endswith((".jinja", ".j2")) and "{" not in chat_template:

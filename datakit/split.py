@@ -48,12 +48,10 @@ def _split_groups(groups: np.ndarray, n_val: int, rng, *, shuffle: bool) -> dict
     group_order = rng.permutation(by_appearance) if shuffle else by_appearance[::-1]
     sizes = np.bincount(inverse, minlength=len(uniq))
     chosen = np.zeros(len(uniq), dtype=bool)
-    taken = 0
-    for g in group_order:
-        if taken >= n_val:
-            break
-        chosen[g] = True
-        taken += sizes[g]
+    if n_val:
+        # whole groups, in order, until validation holds at least n_val rows
+        k = int(np.searchsorted(np.cumsum(sizes[group_order]), n_val)) + 1
+        chosen[group_order[:k]] = True
     in_val = chosen[inverse]
     rows = np.arange(len(groups))
     train, val = rows[~in_val], rows[in_val]

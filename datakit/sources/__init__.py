@@ -4,20 +4,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Iterator
 
+import numpy as np
 import pyarrow as pa
 
 from ..errors import SourceError
 from ..recipe import SourceConfig
+from ..transforms.base import with_columns
 from .formats import SCHEMAS, to_batch
 from .readers import FileInfo, expand, read_file
 
 __all__ = ["SCHEMAS", "FileInfo", "expand", "read_source"]
 
 
-def read_source(cfg: SourceConfig, *, files: list[FileInfo],
+def read_source(cfg: SourceConfig, *, files: list[FileInfo], index: int = 0, first_row: int = 0,
                 on_bytes: Callable[[int], None] = lambda n: None) -> Iterator[pa.RecordBatch]:
     """Stream one source as canonical batches. ``files`` receives a FileInfo per file read
-    (path, bytes, records, sha256), which the manifest records."""
+    (path, bytes, records, sha256), which the manifest records. Rows get ``_source`` (= ``index``)
+    and ``_group`` (a build-wide row number starting at ``first_row``)."""
+    row = first_row
     if cfg.document_separator is not None and cfg.format != "text":
         raise SourceError("document_separator only applies to format text", file=cfg.path)
     for path in expand(cfg.path):
@@ -28,7 +32,11 @@ def read_source(cfg: SourceConfig, *, files: list[FileInfo],
             on_bytes(chunk.nbytes)
             if chunk.rows:
                 info.records += len(chunk.rows)
-                yield to_batch(cfg.format, chunk.rows, chunk.wheres, cfg.columns)
+                batch = to_batch(cfg.format, chunk.rows, chunk.wheres, cfg.columns)
+                n = batch.num_rows
+                yield with_columns(batch, {"_source": pa.array(np.full(n, index, np.int32)),
+                                           "_group": pa.array(np.arange(row, row + n, dtype=np.int64))})
+                row += n
         info.sha256 = info._hash.hexdigest()
         if info.records == 0:
             raise SourceError("empty input: no records", file=str(path))

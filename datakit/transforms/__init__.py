@@ -34,9 +34,9 @@ def make_steps(recipe: Recipe, tokenizer: Tokenizer) -> list[Step]:
         elif name == "dedup":
             from .dedup import Dedup
 
-            steps.append(Dedup(opts, fmt=recipe.sources[0].format))
+            steps.append(Dedup(opts))
         elif name == "filter":
             from .filter import Filter
 
-            steps.append(Filter(opts, tokenizer=tokenizer, fmt=recipe.sources[0].format))
+            steps.append(Filter(opts, tokenizer=tokenizer))
     return steps

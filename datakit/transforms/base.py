@@ -15,6 +15,9 @@ import numpy as np
 import pyarrow as pa
 
 IGNORE_INDEX = -100
+# Columns that ride along with every row: where it came from (file:line), which source, and its
+# split group (copies and duplicates of one row share a group, so they land on one side).
+PROVENANCE = ("_where", "_source", "_group")
 
 
 @runtime_checkable
@@ -35,6 +38,9 @@ class BaseStep:
     def flush(self) -> list[pa.RecordBatch]:
         return []
 
+    def close(self, *, ok: bool) -> None:
+        """Called once when the build ends: ``ok`` tells whether it succeeded."""
+
 
 def list_array(values: np.ndarray, lengths: np.ndarray, value_type: pa.DataType) -> pa.Array:
     """A list<value_type> array from flat values and row lengths, without Python lists."""
@@ -50,6 +56,21 @@ def flat_lists(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     offsets = column.offsets.to_numpy()
     values = column.values.to_numpy(zero_copy_only=False)[offsets[0]:offsets[-1]]
     return values, np.diff(offsets)
+
+
+def provenance(batch: pa.RecordBatch, rows: np.ndarray | None = None) -> dict[str, pa.Array]:
+    """The provenance columns of ``batch`` (those it has), for ``rows`` if given."""
+    out = {}
+    for name in PROVENANCE:
+        if name in batch.schema.names:
+            col = batch.column(name)
+            out[name] = col.take(pa.array(rows, pa.int64())) if rows is not None else col
+    return out
+
+
+def with_columns(batch: pa.RecordBatch, extra: dict[str, pa.Array]) -> pa.RecordBatch:
+    arrays = batch.columns + list(extra.values())
+    return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names + list(extra))
 
 
 def model_batch(ids: np.ndarray, lengths: np.ndarray, *, attention: np.ndarray | None = None,

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..recipe import PackOptions
-from .base import IGNORE_INDEX, BaseStep, flat_lists, model_batch
+from .base import IGNORE_INDEX, BaseStep, flat_lists, model_batch, with_columns
 
 
 class Pack(BaseStep):
@@ -27,8 +27,27 @@ class Pack(BaseStep):
         self.eos_id = eos_id
         self.pad_id = eos_id if pad_id is None else pad_id
         self.carry = np.zeros(0, dtype=np.int32)
+        self.source = None
 
     def __call__(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
+        # Blocks never mix sources, so that a source's weight or repeat applies to its own blocks:
+        # a new source first flushes the previous one's remainder.
+        out = []
+        if "_source" in batch.schema.names and batch.num_rows:
+            sources = batch.column("_source").to_numpy()
+            cuts = np.flatnonzero(np.diff(sources)) + 1
+            if len(cuts):
+                pieces, start = [], 0
+                for c in list(cuts) + [len(sources)]:
+                    pieces.append(batch.slice(start, c - start))
+                    start = c
+                return [b for piece in pieces for b in self(piece)]
+            if self.source is not None and sources[0] != self.source:
+                out = self.flush()
+            self.source = int(sources[0])
+        return out + self._pack(batch)
+
+    def _pack(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
         ids, lengths = flat_lists(batch.column("input_ids"))
         ids = ids.astype(np.int32, copy=False)
         self.stats["documents_packed"] += len(lengths)
@@ -56,7 +75,14 @@ class Pack(BaseStep):
         flat = np.ascontiguousarray(blocks, dtype=np.int32).reshape(-1)
         self.stats["blocks"] += n
         self.stats["tokens_written"] += len(flat)
-        return [model_batch(flat, np.full(n, self.block_size, dtype=np.int64))]
+        return [self._tag(model_batch(flat, np.full(n, self.block_size, dtype=np.int64)))]
+
+    def _tag(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        if self.source is None:
+            return batch
+        n = batch.num_rows
+        return with_columns(batch, {"_source": pa.array(np.full(n, self.source, np.int32)),
+                                    "_group": pa.array(np.full(n, -1, np.int64))})
 
     def flush(self) -> list[pa.RecordBatch]:
         tail, self.carry = self.carry, np.zeros(0, dtype=np.int32)
@@ -75,4 +101,4 @@ class Pack(BaseStep):
         attention = np.concatenate([np.ones(len(tail), np.int8), np.zeros(n_pad, np.int8)])
         labels = np.concatenate([tail, np.full(n_pad, IGNORE_INDEX, dtype=np.int32)])
         self.stats["padding_tokens"] += n_pad
-        return [model_batch(ids, np.array([len(ids)]), attention=attention, labels=labels)]
+        return [self._tag(model_batch(ids, np.array([len(ids)]), attention=attention, labels=labels))]

@@ -23,7 +23,8 @@ from ..tokenizer import Tokenizer
 from .base import BaseStep
 
 OUTPUT_SCHEMA = pa.schema([("text", pa.string()), ("span_starts", pa.list_(pa.int32())),
-                           ("span_ends", pa.list_(pa.int32())), ("_where", pa.string())])
+                           ("span_ends", pa.list_(pa.int32())), ("_where", pa.string()),
+                           ("_source", pa.int32()), ("_group", pa.int64())])
 
 
 def load_alpaca_template(name: str) -> dict:
@@ -50,12 +51,14 @@ def load_alpaca_template(name: str) -> dict:
     return data
 
 
-def _batch(rows: list[tuple[str, list[tuple[int, int]], str]]) -> pa.RecordBatch:
+def _batch(rows: list[tuple[str, list[tuple[int, int]], str]], source: pa.RecordBatch) -> pa.RecordBatch:
     return pa.RecordBatch.from_pydict({
         "text": [r[0] for r in rows],
         "span_starts": [[s for s, _ in r[1]] for r in rows],
         "span_ends": [[e for _, e in r[1]] for r in rows],
         "_where": [r[2] for r in rows],
+        "_source": source.column("_source"),
+        "_group": source.column("_group"),
     }, schema=OUTPUT_SCHEMA)
 
 
@@ -98,7 +101,7 @@ class AlpacaTemplate(BaseStep):
     def __call__(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
         rows = [(*self.render(r), r["_where"]) for r in batch.to_pylist()]
         self.stats["rows_read"] += len(rows)
-        return [_batch(rows)]
+        return [_batch(rows, batch)]
 
 
 def _sandbox():
@@ -191,7 +194,7 @@ class ChatTemplate(BaseStep):
     def __call__(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
         rows = [(*self.render(r), r["_where"]) for r in batch.to_pylist()]
         self.stats["rows_read"] += len(rows)
-        return [_batch(rows)]
+        return [_batch(rows, batch)]
 
 
 def make_template(options: TemplateOptions, *, tokenizer: Tokenizer, chat_template: str | None) -> BaseStep:

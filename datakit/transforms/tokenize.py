@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from ..recipe import TokenizeOptions
 from ..tokenizer import Tokenizer
-from .base import BaseStep, list_array
+from .base import BaseStep, list_array, provenance
 
 
 class TokenizeText(BaseStep):
@@ -27,4 +27,4 @@ class TokenizeText(BaseStep):
         self.stats["documents_read"] += len(texts)
         self.stats["tokens_read"] += int(len(enc.ids))
         ids = list_array(enc.ids, enc.lengths, pa.int32())
-        return [pa.RecordBatch.from_arrays([ids, batch.column("_where")], names=["input_ids", "_where"])]
+        return [pa.RecordBatch.from_pydict({"input_ids": ids, **provenance(batch)})]

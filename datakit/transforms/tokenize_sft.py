@@ -15,7 +15,7 @@ import pyarrow as pa
 from ..errors import TemplateError
 from ..recipe import TokenizeOptions
 from ..tokenizer import Encoded, Tokenizer
-from .base import IGNORE_INDEX, BaseStep, model_batch
+from .base import IGNORE_INDEX, BaseStep, model_batch, provenance, with_columns
 
 
 class TokenizeSFT(BaseStep):
@@ -78,7 +78,11 @@ class TokenizeSFT(BaseStep):
         last_row = np.array([i for i, row in enumerate(spans) if row], dtype=np.int64)
         last_end = np.array([row[-1][1] for row in spans if row], dtype=np.int64)
         ids, lengths, sup, eos_added = self._append_eos(enc, sup, texts, last_row, last_end)
-        return self._finish(ids, lengths, sup, wheres, eos_added)
+        out = self._finish(ids, lengths, sup, wheres, eos_added)
+        if out is None:
+            return []
+        result, kept = out
+        return [with_columns(result, provenance(batch, kept))]
 
     def _append_eos(self, enc: Encoded, sup, texts, last_row, last_end):
         lengths = enc.lengths
@@ -133,8 +137,9 @@ class TokenizeSFT(BaseStep):
         self.stats["supervised_tokens"] += int(sup.sum())
         self.stats["prompt_tokens"] += int((~sup).sum())
         if len(out_lengths) == 0:
-            return []
-        return [model_batch(ids.astype(np.int32), out_lengths, labels=labels)]
+            return None
+        kept = np.flatnonzero(np.bincount(row, minlength=n) > 0)
+        return model_batch(ids.astype(np.int32), out_lengths, labels=labels), kept
 
     def _check_bos(self, ids, lengths, row, wheres) -> None:
         bos = self.tokenizer.bos_id

@@ -41,14 +41,28 @@ class SpillWriter:
         folder.mkdir(parents=True, exist_ok=True)
         self._files = {name: open(folder / f"{name}.bin", "wb") for name in COLUMNS}
         self.lengths_parts: list[np.ndarray] = []
+        self.meta_parts: dict[str, list[np.ndarray]] = {"source": [], "group": [], "hash": []}
         self.rows = 0
 
     def write(self, batch: pa.RecordBatch) -> None:
         for name, f in self._files.items():
             values, lengths = flat_lists(batch.column(name))
             np.ascontiguousarray(values, dtype=COLUMNS[name].to_pandas_dtype()).tofile(f)
+            if name == "input_ids":
+                self.meta_parts["hash"].append(_row_hashes(values, lengths))
+        n = batch.num_rows
+        names = batch.schema.names
+        self.meta_parts["source"].append(batch.column("_source").to_numpy() if "_source" in names
+                                         else np.zeros(n, np.int32))
+        self.meta_parts["group"].append(batch.column("_group").to_numpy() if "_group" in names
+                                        else np.full(n, -1, np.int64))
         self.lengths_parts.append(lengths.astype(np.int64))
-        self.rows += batch.num_rows
+        self.rows += n
+
+    def meta(self, key: str) -> np.ndarray:
+        """Per row: ``source`` index, ``group`` (-1: none yet) or content ``hash`` of its input_ids."""
+        parts = self.meta_parts[key]
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
     def close(self) -> None:
         for f in self._files.values():
@@ -83,6 +97,23 @@ class SpillWriter:
                 os.close(fd)
             cols[name] = buf
         return model_batch(cols["input_ids"], lengths, attention=cols["attention_mask"], labels=cols["labels"])
+
+
+_MIX = np.random.default_rng(20240607).integers(1, 2**63, size=4096, dtype=np.uint64) | np.uint64(1)
+
+
+def _row_hashes(values: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """A 64-bit content hash per row: sum of id * a position-keyed odd constant (wrapping), plus length."""
+    if len(lengths) == 0:
+        return np.zeros(0, np.uint64)
+    starts = np.zeros(len(lengths), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    pos = np.arange(len(values)) - np.repeat(starts, lengths)
+    contrib = (values.astype(np.uint64) + np.uint64(1)) * _MIX[pos % len(_MIX)]
+    out = np.zeros(len(lengths), dtype=np.uint64)
+    nonempty = lengths > 0
+    out[nonempty] = np.add.reduceat(contrib, starts[nonempty]) if len(contrib) else 0
+    return out ^ (lengths.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
 
 
 def write_split(spill: SpillWriter, indices: np.ndarray, folder: Path, *, fingerprint: str) -> dict:
