@@ -58,7 +58,10 @@ def row_texts(batch: pa.RecordBatch, fields: list[str] | None) -> list[str]:
 
 
 def normalize(text: str) -> str:
-    return " ".join(unicodedata.normalize("NFKC", text).lower().split())
+    """Case, white space and Unicode compatibility forms (full-width letters...) do not make a row new."""
+    if not text.isascii() and not unicodedata.is_normalized("NFKC", text):
+        text = unicodedata.normalize("NFKC", text)
+    return " ".join(text.lower().split())
 
 
 def _is_cjk(c: np.ndarray) -> np.ndarray:
@@ -80,24 +83,20 @@ def _mix64(x: np.ndarray) -> np.ndarray:
 
 def shingle_hashes(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:
     """(flat uint64 shingle hashes, row offsets) for ``texts``, vectorized over the whole batch."""
-    joined = "\x00".join(t.lower() for t in texts) + "\x00"
-    c = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
-    sep = c == _ROW_SEP
-    row_of_char = np.cumsum(sep) - sep  # the separator closes its row
+    joined = ("\x00".join(texts) + "\x00").lower()
+    c = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
     space = (c <= 32) | (c == 0xA0) | (c == 0x3000) | ((c >= 0x2000) & (c <= 0x200B))
     cjk = _is_cjk(c)
-    word = ~space
-    prev_word = np.concatenate([[False], word[:-1]])
-    prev_cjk = np.concatenate([[False], cjk[:-1]])
-    starts = word & (~prev_word | cjk | prev_cjk)
-    word_id = np.cumsum(starts) - 1
-    chars = np.flatnonzero(word)
-    first_char = np.flatnonzero(starts)
-    pos = chars - first_char[word_id[chars]]
+    starts = ~space
+    starts[1:] &= space[:-1] | cjk[1:] | cjk[:-1]  # a word starts after a space, and at every CJK character
+    chars = np.flatnonzero(~space)
+    wstart = np.flatnonzero(starts[chars])  # word starts, as indices into chars
+    wlen = np.diff(np.append(wstart, len(chars)))
+    pos = np.arange(len(chars)) - np.repeat(wstart, wlen)
     with np.errstate(over="ignore"):
-        contrib = c[chars] * _R[0][pos % 64]
-        wh = _mix64(np.add.reduceat(contrib, np.searchsorted(chars, first_char))) if len(chars) else np.zeros(0, np.uint64)
-    w_row = row_of_char[first_char]
+        contrib = c[chars].astype(np.uint64) * _R[0][pos & 63]
+        wh = _mix64(np.add.reduceat(contrib, wstart)) if len(chars) else np.zeros(0, np.uint64)
+    w_row = np.searchsorted(np.flatnonzero(c == _ROW_SEP), chars[wstart])  # separators before the word
     n_rows = len(texts)
     per_row = np.bincount(w_row, minlength=n_rows)
     # n-grams inside one row; a row shorter than n words is one shingle of all its words
@@ -153,7 +152,7 @@ class NearIndex:
             hit = self.tables[b].get(k)
             if hit is not None and hit not in seen:
                 seen.add(hit)
-                if np.mean(self.signatures[hit] == sig) >= self.threshold:
+                if np.count_nonzero(self.signatures[hit] == sig) >= self.threshold * len(sig):
                     return hit
         idx = len(self.signatures)
         self.signatures.append(sig)
@@ -179,8 +178,11 @@ class Dedup(BaseStep):
 
     def _exact(self, texts: list[str], groups: np.ndarray) -> np.ndarray:
         match = np.full(len(texts), -1, dtype=np.int64)
+        # In near mode the shingles already ignore case and white space, so only byte-identical
+        # rows are told apart here (as exact duplicates), without the cost of normalizing.
+        norm = normalize if self.near is None else (lambda t: t)
         for i, t in enumerate(texts):
-            h = hashlib.blake2b(normalize(t).encode("utf-8"), digest_size=16).digest()
+            h = hashlib.blake2b(norm(t).encode("utf-8"), digest_size=16).digest()
             first = self.exact.setdefault(h, int(groups[i]))
             if first != groups[i]:
                 match[i] = first

@@ -41,12 +41,12 @@ def test_planted_duplicates_are_removed_across_batches(mode):
     kept = second.column("text").to_pylist()
     assert EXACT[0] not in kept
     assert kept[-1].startswith("A brand new")
-    if mode == "near":
+    if mode == "near":  # the case/space variant is caught by the shingles, which ignore both
         assert kept == [kept[-1]]
-        assert step.stats["rows_dropped.near_duplicate"] == 2
+        assert step.stats["rows_dropped.near_duplicate"] == 3
     else:
         assert set(NEAR) <= set(kept)
-    assert step.stats["rows_dropped.exact_duplicate"] == 1
+        assert step.stats["rows_dropped.exact_duplicate"] == 1
 
 
 def test_group_action_keeps_copies_in_the_first_rows_group():
