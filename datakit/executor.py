@@ -76,6 +76,30 @@ def _feeder(source: Iterator[pa.RecordBatch], depth: int) -> Iterator[pa.RecordB
         thread.join(timeout=5)
 
 
+def _parallel(batches: Iterator[pa.RecordBatch], step: Step, workers: int) -> Iterator[pa.RecordBatch]:
+    """Run a stateless step on ``workers`` batches at once, in order. The tokenizer releases the
+    GIL, so one batch's Python post-processing overlaps the next batch's encoding."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def call(batch):
+        t = time.perf_counter()
+        outs = step(batch)
+        return outs, time.perf_counter() - t
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="datakit-step") as pool:
+        pending = []
+        for batch in batches:
+            pending.append(pool.submit(call, batch))
+            if len(pending) > workers:
+                outs, seconds = pending.pop(0).result()
+                step.seconds = getattr(step, "seconds", 0.0) + seconds
+                yield from outs
+        for future in pending:
+            outs, seconds = future.result()
+            step.seconds = getattr(step, "seconds", 0.0) + seconds
+            yield from outs
+
+
 def run_chain(batches: Iterable[pa.RecordBatch], steps: list[Step], *, split_at: int | None = None,
               depth: int = 4) -> Iterator[pa.RecordBatch]:
     """Pass every batch through ``steps``, then flush each step (its output runs through the rest).
@@ -85,4 +109,11 @@ def run_chain(batches: Iterable[pa.RecordBatch], steps: list[Step], *, split_at:
     if not split_at:
         yield from _serial(batches, steps)
         return
-    yield from _serial(_feeder(_serial(batches, steps[:split_at]), depth), steps[split_at:])
+    fed = _feeder(_serial(batches, steps[:split_at]), depth)
+    first = steps[split_at]
+    if getattr(first, "stateless", False):
+        yield from _serial(_parallel(fed, first, workers=2), steps[split_at + 1:])
+        for out in first.flush():
+            yield from _through(out, steps, split_at + 1)
+        return
+    yield from _serial(fed, steps[split_at:])

@@ -84,10 +84,14 @@ class Tokenizer:
         Returns the encoding, a bool per token (supervised), and the rows whose marks failed the
         independent check (empty unless something is wrong).
         """
+        enc = self.encode_with_offsets(texts, add_special_tokens=add_special_tokens, parse_special=parse_special)
+        return self._mask_from_offsets(enc, spans)
+
+    def _mask_from_offsets(self, enc: Encoded, spans):
+        """Supervised tokens from char offsets, and the rows whose marks fail the independent check."""
         from .transforms.mask import misplaced, tokens_in_spans
 
-        enc = self.encode_with_offsets(texts, add_special_tokens=add_special_tokens, parse_special=parse_special)
-        tok_row = np.repeat(np.arange(len(texts)), enc.lengths)
+        tok_row = np.repeat(np.arange(len(spans)), enc.lengths)
         span_row = np.array([i for i, row in enumerate(spans) for _ in row], dtype=np.int64)
         span_start = np.array([a for row in spans for a, _ in row], dtype=np.int64)
         span_end = np.array([b for row in spans for _, b in row], dtype=np.int64)
@@ -284,6 +288,42 @@ class HFTokenizer(Tokenizer):
         return Encoded(ids, lengths, offsets)
 
     def encode_with_spans(self, texts, spans, *, add_special_tokens=None, parse_special=False):
+        """One fast encode; byte offsets from the ids' spelled bytes when they check out (see
+        surface.py; spans are then compared in bytes, which keeps every character whole), else one
+        offset-tracking encode with span edges looked up per span."""
+        special = add_special_tokens is not False
+        surfaces = self._surfaces()
+        if surfaces is not None:
+            encs = self.backend.encode_batch_fast(list(texts), add_special_tokens=special)
+            ids, lengths = _flatten([e.ids for e in encs])
+            n_pre, n_post = self._added_by_post_processor(special)
+            raw = [t.encode("utf-8") for t in texts]
+            offsets = surfaces.byte_offsets(ids, lengths, raw, n_pre=n_pre, n_post=n_post)
+            if offsets is not None:
+                byte_spans = [row if t.isascii() else [(len(t[:a].encode()), len(t[:b].encode())) for a, b in row]
+                              for t, row in zip(texts, spans)]
+                return self._mask_from_offsets(Encoded(ids, lengths, offsets), byte_spans)
+        return self._encode_with_edges(texts, spans, special)
+
+    def _surfaces(self):
+        if not hasattr(self, "_surface_cache"):
+            from .surface import Surfaces
+
+            self._surface_cache = Surfaces.for_backend(self.backend)
+        return self._surface_cache
+
+    def _added_by_post_processor(self, special: bool) -> tuple[int, int]:
+        """How many tokens the post-processor puts before and after a single sequence."""
+        if not special:
+            return 0, 0
+        with_special = self.backend.encode("a", add_special_tokens=True).ids
+        plain = self.backend.encode("a", add_special_tokens=False).ids
+        for pre in range(len(with_special) - len(plain) + 1):
+            if with_special[pre:pre + len(plain)] == plain:
+                return pre, len(with_special) - len(plain) - pre
+        return 0, 0
+
+    def _encode_with_edges(self, texts, spans, special: bool):
         """One ``encode_batch``; spans become token ranges through the encoding's char->token map.
 
         Only the tokens at each span's edges are looked at (tokens advance monotonically through
@@ -291,7 +331,7 @@ class HFTokenizer(Tokenizer):
         the mask check: the first and last marked tokens lie inside the span, and their outer
         neighbours do not.
         """
-        encs = self.backend.encode_batch(list(texts), add_special_tokens=add_special_tokens is not False)
+        encs = self.backend.encode_batch(list(texts), add_special_tokens=special)
         ids, lengths = _flatten([e.ids for e in encs])
         sup = np.zeros(len(ids), dtype=bool)
         bad = []

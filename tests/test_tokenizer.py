@@ -1,5 +1,7 @@
 """Tokenizers: ids equal the reference libraries' own, and offsets point at the right text."""
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from datakit.errors import TokenizerError
 from datakit.tokenizer import load_tokenizer
@@ -84,3 +86,47 @@ def test_a_file_that_is_not_a_model(tmp_path):
     bad.write_bytes(b"not a model")
     with pytest.raises(TokenizerError, match="not a SentencePiece model"):
         load_tokenizer(str(bad))
+
+
+def _texts_and_spans(draw_texts):
+    spans = []
+    for t in draw_texts:
+        a = len(t) // 3
+        spans.append([(a, len(t))] if t else [])
+    return spans
+
+
+pieces_st = st.lists(st.sampled_from(["a", "b", " ", "  ", "\n", "é", "中", "🙂", "<|im_end|>", "the", "\t", "Ab"]),
+                     max_size=15).map("".join)
+
+
+@settings(max_examples=60, deadline=None)
+@given(texts=st.lists(pieces_st, min_size=1, max_size=6), special=st.booleans())
+def test_fast_span_marks_equal_the_offset_tracking_ones(hf_tokenizer, texts, special):
+    """The spelled-bytes path (encode_batch_fast) and the offset-tracking path mark the same tokens."""
+    tok = load_tokenizer(str(hf_tokenizer))
+    assert tok._surfaces() is not None
+    spans = _texts_and_spans(texts)
+    fast_enc, fast_sup, fast_bad = tok.encode_with_spans(texts, spans, add_special_tokens=special)
+    slow_enc, slow_sup, slow_bad = tok._encode_with_edges(texts, spans, special)
+    assert fast_enc.ids.tolist() == slow_enc.ids.tolist()
+    assert fast_sup.tolist() == slow_sup.tolist()
+    assert fast_bad == slow_bad == []
+
+
+def test_a_normalizing_tokenizer_takes_the_offset_tracking_path(tmp_path):
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    t = Tokenizer(models.BPE(unk_token="[UNK]"))
+    t.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    t.pre_tokenizer = pre_tokenizers.Whitespace()
+    t.train_from_iterator(["Hello World hello world ﬁne fine"] * 20,
+                          trainers.BpeTrainer(vocab_size=60, special_tokens=["[UNK]", "</s>"], show_progress=False))
+    t.save(str(tmp_path / "tokenizer.json"))
+    tok = load_tokenizer(str(tmp_path / "tokenizer.json"))
+    assert tok._surfaces() is None
+    text = "Say: HELLO ﬁne world"
+    enc, sup, bad = tok.encode_with_spans([text], [[(5, len(text))]])
+    encoding = t.encode(text)
+    expected = [s >= 5 and e <= len(text) and e > s for s, e in encoding.offsets]
+    assert sup.tolist() == expected and bad == []

@@ -6,6 +6,8 @@ for packing.
 """
 from __future__ import annotations
 
+import threading
+
 import pyarrow as pa
 
 from ..recipe import TokenizeOptions
@@ -16,15 +18,19 @@ from .base import BaseStep, list_array, provenance
 class TokenizeText(BaseStep):
     """``text`` -> ``input_ids``; special tokens follow the tokenizer unless ``add_special_tokens`` is set."""
 
+    stateless = True  # batches are independent: the executor may run two at once
+
     def __init__(self, options: TokenizeOptions, *, tokenizer: Tokenizer):
         super().__init__()
         self.options = options
         self.tokenizer = tokenizer
+        self._lock = threading.Lock()
 
     def __call__(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
         texts = batch.column("text").to_pylist()
         enc = self.tokenizer.encode(texts, add_special_tokens=self.options.add_special_tokens)
-        self.stats["documents_read"] += len(texts)
-        self.stats["tokens_read"] += int(len(enc.ids))
+        with self._lock:
+            self.stats["documents_read"] += len(texts)
+            self.stats["tokens_read"] += int(len(enc.ids))
         ids = list_array(enc.ids, enc.lengths, pa.int32())
         return [pa.RecordBatch.from_pydict({"input_ids": ids, **provenance(batch)})]

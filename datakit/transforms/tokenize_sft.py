@@ -9,6 +9,9 @@ starts with two BOS tokens. A failed check is an error naming the row.
 """
 from __future__ import annotations
 
+import threading
+from collections import Counter
+
 import numpy as np
 import pyarrow as pa
 
@@ -19,6 +22,8 @@ from .base import IGNORE_INDEX, BaseStep, model_batch, provenance, with_columns
 
 
 class TokenizeSFT(BaseStep):
+    stateless = True  # batches are independent: the executor may run two at once
+
     def __init__(self, options: TokenizeOptions, *, tokenizer: Tokenizer, chat: bool = False):
         super().__init__()
         self.options = options
@@ -28,6 +33,7 @@ class TokenizeSFT(BaseStep):
         # a token the model never sees at inference. So add_eos_token applies to alpaca templates.
         self.add_eos = options.add_eos_token and not chat
         self.eos_id = tokenizer.require_eos("`add_eos_token`") if self.add_eos else tokenizer.eos_id
+        self._lock = threading.Lock()
 
     def _encode(self, texts: list[str], spans: list[list[tuple[int, int]]]):
         """Encode with span marks; a text that already starts with the BOS string gets no second BOS."""
@@ -68,27 +74,30 @@ class TokenizeSFT(BaseStep):
         texts = batch.column("text").to_pylist()
         wheres = batch.column("_where").to_pylist()
         spans = self._spans(batch)
+        stats: Counter = Counter()
         enc, sup, bad = self._encode(texts, spans)
         if bad:
             raise TemplateError(f"{wheres[bad[0]]}: mask check failed: the supervised tokens do not match "
                                 f"the response's characters (a token straddles or escapes the span)")
-        self.stats["tokens_read"] += int(len(enc.ids))
+        stats["tokens_read"] += int(len(enc.ids))
         if opt.train_on_inputs:
             sup[:] = True
         last_row = np.array([i for i, row in enumerate(spans) if row], dtype=np.int64)
         last_end = np.array([row[-1][1] for row in spans if row], dtype=np.int64)
-        ids, lengths, sup, eos_added = self._append_eos(enc, sup, texts, last_row, last_end)
-        out = self._finish(ids, lengths, sup, wheres, eos_added)
+        ids, lengths, sup = self._append_eos(enc, sup, texts, last_row, last_end, stats)
+        out = self._finish(ids, lengths, sup, wheres, stats)
+        with self._lock:  # two batches may run at once (see stateless)
+            self.stats.update(stats)
         if out is None:
             return []
         result, kept = out
         return [with_columns(result, provenance(batch, kept))]
 
-    def _append_eos(self, enc: Encoded, sup, texts, last_row, last_end):
+    def _append_eos(self, enc: Encoded, sup, texts, last_row, last_end, stats: Counter):
         lengths = enc.lengths
         ends = np.cumsum(lengths)
         if not self.add_eos:
-            return enc.ids, lengths, sup, np.zeros(len(lengths), dtype=bool)
+            return enc.ids, lengths, sup
         needs = np.ones(len(lengths), dtype=bool)
         nonempty = lengths > 0
         needs[nonempty] = enc.ids[ends[nonempty] - 1] != self.eos_id
@@ -100,10 +109,10 @@ class TokenizeSFT(BaseStep):
         where = ends[needs]
         ids = np.insert(enc.ids, where, self.eos_id)
         sup = np.insert(sup, where, eos_sup[needs])
-        self.stats["eos_added"] += int(needs.sum())
-        return ids, lengths + needs, sup, needs
+        stats["eos_added"] += int(needs.sum())
+        return ids, lengths + needs, sup
 
-    def _finish(self, ids, lengths, sup, wheres, eos_added) -> list[pa.RecordBatch]:
+    def _finish(self, ids, lengths, sup, wheres, stats: Counter):
         opt = self.options
         n = len(lengths)
         starts = np.zeros(n + 1, dtype=np.int64)
@@ -115,27 +124,27 @@ class TokenizeSFT(BaseStep):
             over = lengths > opt.cutoff_len
             if opt.overlong == "drop":
                 keep_row &= ~over
-                self.stats["rows_dropped.overlong"] += int(over.sum())
-                self.stats["tokens_dropped.overlong"] += int(lengths[over].sum())
+                stats["rows_dropped.overlong"] += int(over.sum())
+                stats["tokens_dropped.overlong"] += int(lengths[over].sum())
             else:
-                self.stats["rows_truncated"] += int(over.sum())
-                self.stats["tokens_dropped.truncated"] += int((lengths[over] - opt.cutoff_len).sum())
+                stats["rows_truncated"] += int(over.sum())
+                stats["tokens_dropped.truncated"] += int((lengths[over] - opt.cutoff_len).sum())
         keep = keep_row[row] & (pos < (opt.cutoff_len or np.iinfo(np.int64).max))
         sup_per_row = np.bincount(row[keep & sup], minlength=n)
         empty = keep_row & (sup_per_row == 0)
         if empty.any():
-            self.stats["rows_dropped.no_supervised_tokens"] += int(empty.sum())
-            self.stats["tokens_dropped.no_supervised_tokens"] += int(np.bincount(row[keep], minlength=n)[empty].sum())
+            stats["rows_dropped.no_supervised_tokens"] += int(empty.sum())
+            stats["tokens_dropped.no_supervised_tokens"] += int(np.bincount(row[keep], minlength=n)[empty].sum())
             keep &= ~empty[row]
         ids, sup, row = ids[keep], sup[keep], row[keep]
         out_lengths = np.bincount(row, minlength=n)
         out_lengths = out_lengths[out_lengths > 0]
         self._check_bos(ids, out_lengths, row, wheres)
         labels = np.where(sup, ids, IGNORE_INDEX).astype(np.int32)
-        self.stats["rows_written"] += len(out_lengths)
-        self.stats["tokens_written"] += int(len(ids))
-        self.stats["supervised_tokens"] += int(sup.sum())
-        self.stats["prompt_tokens"] += int((~sup).sum())
+        stats["rows_written"] += len(out_lengths)
+        stats["tokens_written"] += int(len(ids))
+        stats["supervised_tokens"] += int(sup.sum())
+        stats["prompt_tokens"] += int((~sup).sum())
         if len(out_lengths) == 0:
             return None
         kept = np.flatnonzero(np.bincount(row, minlength=n) > 0)
