@@ -18,7 +18,7 @@ from .progress import Progress
 from .recipe import Recipe, load_recipe, to_dict
 from .sources import FileInfo, expand, read_source
 from .split import split_indices
-from .tokenizer import load_tokenizer
+from .tokenization import load_tokenizer
 from .transforms import make_steps
 from .writers import SpillWriter, staged_output, write_dataset_dict, write_split
 from .writers.atomic import MANIFEST

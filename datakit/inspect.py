@@ -72,7 +72,7 @@ def open_build(path: str | Path, *, load_tokenizer: bool = True) -> Build:
 
 
 def _attach_tokenizer(build: Build) -> None:
-    from .tokenizer import HFTokenizer, load_tokenizer
+    from .tokenization import HFTokenizer, load_tokenizer
 
     source = build.manifest.get("tokenizer", {}).get("source")
     try:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..recipe import Recipe
-from ..tokenizer import Tokenizer
+from ..tokenization import Tokenizer
 from .base import IGNORE_INDEX, BaseStep, Step
 from .pack import Pack
 from .tokenize import TokenizeText

@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from ..errors import TemplateError
 from ..recipe import BUILTIN_TEMPLATES, TemplateOptions
-from ..tokenizer import Tokenizer
+from ..tokenization import Tokenizer
 from .base import BaseStep
 
 OUTPUT_SCHEMA = pa.schema([("text", pa.string()), ("span_starts", pa.list_(pa.int32())),

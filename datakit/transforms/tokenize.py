@@ -11,7 +11,7 @@ import threading
 import pyarrow as pa
 
 from ..recipe import TokenizeOptions
-from ..tokenizer import Tokenizer
+from ..tokenization import Tokenizer
 from .base import BaseStep, list_array, provenance
 
 

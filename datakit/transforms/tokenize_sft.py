@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from ..errors import TemplateError
 from ..recipe import TokenizeOptions
-from ..tokenizer import Encoded, Tokenizer
+from ..tokenization import Encoded, Tokenizer
 from .base import IGNORE_INDEX, BaseStep, model_batch, provenance, with_columns
 
 

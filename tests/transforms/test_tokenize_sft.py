@@ -217,7 +217,7 @@ def test_mask_invariants(make_recipe, hf_tokenizer, spm_model, rows, cutoff, tok
     except datakit.DatakitError as e:
         assert "no rows" in str(e)
         return
-    from datakit.tokenizer import load_tokenizer
+    from datakit.tokenization import load_tokenizer
 
     tok = load_tokenizer(str(tok_path))
     outputs = [r["output"] for r in rows]

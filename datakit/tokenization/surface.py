@@ -15,7 +15,7 @@ import json
 
 import numpy as np
 
-from .pieces import token_bytes
+from ..pieces import token_bytes
 
 _NORMALIZERS_OK = {"Prepend", "Replace"}
 _PRE_TOKENIZERS_OK = {"Metaspace", "ByteLevel", "Split", "Whitespace", "WhitespaceSplit", "Punctuation", "Digits"}

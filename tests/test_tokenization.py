@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from datakit.errors import TokenizerError
-from datakit.tokenizer import load_tokenizer
+from datakit.tokenization import load_tokenizer
 
 TEXTS = [
     "Hello world.",

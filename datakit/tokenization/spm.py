@@ -1,0 +1,123 @@
+"""SentencePiece ``.model`` files, encoded by SentencePiece itself (no transformers conversion)."""
+from __future__ import annotations
+
+import itertools
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import TokenizerError
+from .base import THREADS, Encoded, Tokenizer, _fingerprint, _flatten
+
+
+class SentencePieceTokenizer(Tokenizer):
+    """A SentencePiece ``.model``; the ids are SentencePiece's own (no transformers conversion).
+
+    BOS is added by default when the model defines one, as Llama's tokenizer does; EOS is not.
+    """
+
+    kind = "sentencepiece"
+
+    def __init__(self, path: Path):
+        import sentencepiece as spm
+
+        self.source = str(path)
+        try:
+            self.sp = spm.SentencePieceProcessor(model_file=str(path))
+        except Exception as e:  # sentencepiece raises OSError/RuntimeError with C++ text
+            raise TokenizerError(f"{path}: not a SentencePiece model ({e})") from None
+        sp = self.sp
+        self.bos_id = sp.bos_id() if sp.bos_id() >= 0 else None
+        self.eos_id = sp.eos_id() if sp.eos_id() >= 0 else None
+        self.pad_id = sp.pad_id() if sp.pad_id() >= 0 else None
+        self.bos_token = sp.id_to_piece(self.bos_id) if self.bos_id is not None else None
+        self.eos_token = sp.id_to_piece(self.eos_id) if self.eos_id is not None else None
+        self.files = [str(path)]
+        self.fingerprint = _fingerprint([path])
+        self._control = {i: sp.id_to_piece(i) for i in range(sp.get_piece_size()) if sp.is_control(i)}
+        specials = sorted((p for p in self._control.values() if p), key=len, reverse=True)
+        self._special_re = re.compile("|".join(map(re.escape, specials))) if specials else None
+        self._special_by_piece = {p: i for i, p in self._control.items()}
+
+    @property
+    def vocab_size(self) -> int:
+        return self.sp.get_piece_size()
+
+    def special_ids(self) -> set[int]:
+        return set(self._control)
+
+    def _bos(self, add_special_tokens: bool | None) -> bool:
+        return self.bos_id is not None and add_special_tokens is not False
+
+    def encode(self, texts, *, add_special_tokens=None) -> Encoded:
+        rows = self.sp.encode(list(texts), add_bos=self._bos(add_special_tokens), num_threads=THREADS)
+        return Encoded(*_flatten(rows))
+
+    def encode_with_offsets(self, texts, *, add_special_tokens=None, parse_special=False) -> Encoded:
+        rows, offs = [], []
+        add_bos = self._bos(add_special_tokens)
+        for text in texts:
+            ids, off = self._encode_one(text, parse_special)
+            if add_bos:
+                ids.insert(0, self.bos_id)
+                off.insert(0, (0, 0))
+            rows.append(ids)
+            offs.append(off)
+        ids, lengths = _flatten(rows)
+        offsets = np.array(list(itertools.chain.from_iterable(offs)), dtype=np.int64).reshape(-1, 2)
+        return Encoded(ids, lengths, offsets)
+
+    def _encode_one(self, text: str, parse_special: bool):
+        parts = [(0, text)]
+        specials = []
+        if parse_special and self._special_re is not None:
+            parts, pos = [], 0
+            for m in self._special_re.finditer(text):
+                parts.append((pos, text[pos:m.start()]))
+                specials.append((m.start(), m.end(), self._special_by_piece[m.group()]))
+                pos = m.end()
+            parts.append((pos, text[pos:]))
+        ids, off = [], []
+        for k, (base, part) in enumerate(parts):
+            if part:
+                self._encode_part(part, base, ids, off)
+            if k < len(specials):
+                s, e, i = specials[k]
+                ids.append(i)
+                off.append((s, e))
+        return ids, off
+
+    def _encode_part(self, text: str, base: int, ids: list, off: list) -> None:
+        proto = self.sp.encode(text, return_type="proto")
+        raw = text.encode("utf-8")
+        # SentencePiece offsets are byte offsets; map them to characters. A byte-fallback
+        # character (an emoji as 4 <0x..> pieces) gives its first pieces an empty span; they
+        # take the span of the character they belong to, so masks never split a character.
+        char_at = np.zeros(len(raw) + 1, dtype=np.int64)
+        pos = 0
+        for ci, ch in enumerate(text):
+            n = len(ch.encode("utf-8"))
+            char_at[pos:pos + n] = ci
+            pos += n
+        char_at[len(raw)] = len(text)
+        pending = []
+        for p in proto.pieces:
+            s, e = int(char_at[p.begin]), int(char_at[p.end])
+            ids.append(p.id)
+            if p.begin == p.end and p.piece.startswith("<0x"):
+                pending.append(len(off))
+                off.append((s, e))
+                continue
+            for j in pending:
+                off[j] = (base + s, base + e)
+            pending = []
+            off.append((base + s, base + e))
+
+    def id_to_piece(self, token_id: int) -> str:
+        return self.sp.id_to_piece(int(token_id))
+
+    def decode(self, ids) -> str:
+        return self.sp.decode([int(i) for i in ids])
+
+
