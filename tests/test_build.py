@@ -176,3 +176,30 @@ def test_no_build_loses_a_token_it_does_not_count(tmp_path_factory, hf_tokenizer
     c = json.loads((out / "manifest.json").read_text())["counts"]
     assert c["tokens_read"] == len(stream)
     assert len(stream) + c["eos_added"] == len(written) + c["tokens_dropped"].get("remainder", 0)
+
+
+def test_pack_without_an_eos_token_is_an_error(tmp_path, make_recipe):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    t = Tokenizer(models.BPE(unk_token="[UNK]"))
+    t.pre_tokenizer = pre_tokenizers.Whitespace()
+    t.train_from_iterator(["plain words only"] * 5, trainers.BpeTrainer(vocab_size=40, special_tokens=["[UNK]"],
+                                                                      show_progress=False))
+    t.save(str(tmp_path / "tokenizer.json"))
+    src = tmp_path / "c.txt"
+    src.write_text("plain words")
+    with pytest.raises(datakit.TokenizerError, match="has no EOS token, which `pack`"):
+        datakit.run_build(make_recipe(recipe(tmp_path / "tokenizer.json", src)), silent=True)
+
+
+def test_sft_builds_are_byte_identical(tmp_path, make_recipe, hf_tokenizer):
+    rows = [{"instruction": f"Question {i}?", "input": "", "output": f"Answer {i}."} for i in range(30)]
+    (tmp_path / "d.json").write_text(json.dumps(rows))
+    r = {"tokenizer": str(hf_tokenizer), "sources": [{"path": "d.json", "format": "alpaca"}],
+         "transforms": [{"template": "alpaca"}, {"tokenize": {"cutoff_len": 256}}],
+         "split": {"val_set_size": 5, "seed": 9}, "output": "out"}
+    a = datakit.run_build(make_recipe(r), output=tmp_path / "a", silent=True).path
+    b = datakit.run_build(make_recipe(r), output=tmp_path / "b", silent=True).path
+    for split in ("train", "validation"):
+        f = f"{split}/data-00000-of-00001.arrow"
+        assert (a / f).read_bytes() == (b / f).read_bytes()
