@@ -108,9 +108,13 @@ def _run(recipe, target, steps, tokenizer, progress, files, *, overwrite) -> dic
         manifest = _manifest(recipe, tokenizer, files, counts)
         splits, per_source = _plan_splits(recipe, spill)
         manifest["sources"] = per_source
+        bar = progress.writing(sum(len(idx) for idx in splits.values()))
         for name, idx in splits.items():
             manifest["splits"][name] = write_split(spill, idx, stage / name,
-                                                   fingerprint=manifest["inputs_fingerprint"])
+                                                   fingerprint=manifest["inputs_fingerprint"],
+                                                   on_rows=bar.update if bar else (lambda n: None))
+        if bar:
+            bar.close()
         write_dataset_dict(stage, list(splits))
         lengths = spill.lengths
         shutil.rmtree(spill.folder)

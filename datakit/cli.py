@@ -148,6 +148,7 @@ def inspect(build_dir, split, row, sample, seed, grep, limit, table, no_color, h
 @click.option("--lora-target-modules", help="Comma-separated module names (default q_proj,k_proj,v_proj,o_proj).")
 @click.option("--warmup-steps", type=int, help="Linear warm-up steps (default 100).")
 @click.option("--logging-steps", type=int, help="Log (and evaluate) every N steps (default 10).")
+@click.option("--save-steps", type=int, help="Save a checkpoint every N steps (default 200).")
 @click.option("--gradient-checkpointing", is_flag=True, default=None, help="Trade compute for memory.")
 @click.option("--resume-from-checkpoint", is_flag=False, flag_value="latest", default=None,
               help="Resume from PATH, or from the latest checkpoint in the output folder when no PATH is given.")

@@ -37,3 +37,11 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+    def writing(self, total: int):
+        """A second bar for gathering the splits into their Arrow files (rows written)."""
+        if self.silent:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=total, unit=" rows", desc="write", file=sys.stderr, dynamic_ncols=True, leave=True)

@@ -106,6 +106,7 @@ class TrainConfig:
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     gradient_checkpointing: bool = False
     logging_steps: int = 10
+    save_steps: int = 200
     seed: int = 42
 
 

@@ -162,7 +162,7 @@ def train(data: str | Path, *, model: str, config: TrainConfig | None = None, ou
         warmup_steps=cfg.warmup_steps, logging_steps=cfg.logging_steps, seed=cfg.seed,
         bf16=dtype == "bf16", fp16=dtype == "fp16", use_cpu=not torch.cuda.is_available(),
         eval_strategy="steps" if has_val else "no", eval_steps=max(cfg.logging_steps, 1) if has_val else None,
-        save_strategy="steps", save_steps=max(cfg.logging_steps * 10, 50), save_total_limit=2,
+        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2,
         report_to=[], remove_unused_columns=False, disable_tqdm=silent, dataloader_num_workers=0,
         gradient_checkpointing=False)
     collator = Collator(pad_id=int(pad_id if pad_id is not None else 0),

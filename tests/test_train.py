@@ -1,4 +1,5 @@
 """`datakit train` on the CPU with a tiny random Llama (no downloads)."""
+import dataclasses
 import json
 
 import pytest
@@ -134,3 +135,24 @@ def test_example_training_script_runs(built, tmp_path):
                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "step 1 loss" in out.stdout and (tmp_path / "lora-adapter" / "adapter_config.json").is_file()
+
+
+def test_resume_from_checkpoint_and_a_pretraining_build(built, tmp_path, hf_tokenizer):
+    import yaml
+
+    data, model = built
+    cfg = TrainConfig(max_steps=2, batch_size=2, micro_batch_size=2, save_steps=2, logging_steps=1, warmup_steps=0)
+    first = train(data, model=str(model), config=cfg, output_dir=tmp_path / "run", silent=True)
+    assert (tmp_path / "run" / "checkpoint-2").is_dir()
+    resumed = train(data, model=str(model), config=dataclasses.replace(cfg, max_steps=3),
+                    output_dir=tmp_path / "run", resume_from_checkpoint=True, silent=True)
+    steps = [h["step"] for h in resumed.log_history if "loss" in h]
+    assert steps == [1, 2, 3] and first.metrics["train_loss"] > 0  # steps 1-2 come from the checkpoint's state
+    (tmp_path / "c.txt").write_text("Blocks of text for pretraining. " * 40)
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump({
+        "tokenizer": str(hf_tokenizer), "sources": [{"path": "c.txt"}],
+        "transforms": [{"tokenize": {}}, {"pack": {"block_size": 32}}], "output": "pre"}))
+    datakit.run_build(tmp_path / "p.yaml", silent=True)
+    result = train(tmp_path / "pre", model=str(model), config=TrainConfig(max_steps=2, batch_size=2, micro_batch_size=2),
+                   output_dir=tmp_path / "pre-lora", silent=True)
+    assert result.metrics["train_loss"] > 0

@@ -116,7 +116,8 @@ def _row_hashes(values: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return out ^ (lengths.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
 
 
-def write_split(spill: SpillWriter, indices: np.ndarray, folder: Path, *, fingerprint: str) -> dict:
+def write_split(spill: SpillWriter, indices: np.ndarray, folder: Path, *, fingerprint: str,
+                on_rows=lambda n: None) -> dict:
     """Gather ``indices`` from the spill into ``folder`` in the ``save_to_disk`` layout."""
     folder.mkdir(parents=True)
     filename = "data-00000-of-00001.arrow"
@@ -129,6 +130,7 @@ def write_split(spill: SpillWriter, indices: np.ndarray, folder: Path, *, finger
             batch = spill.gather(indices[start:start + TAKE_ROWS], offsets).replace_schema_metadata(schema.metadata)
             writer.write_batch(batch)
             tokens += len(batch.column("input_ids").values)
+            on_rows(batch.num_rows)
             del batch
             # mimalloc keeps freed pages for reuse; hand them back so each chunk starts from the same RSS.
             pa.default_memory_pool().release_unused()
