@@ -120,6 +120,7 @@ def _run(recipe, target, steps, tokenizer, progress, files, *, overwrite) -> dic
         shutil.rmtree(spill.folder)
         manifest["lengths"] = {"min": int(lengths.min()), "mean": round(float(lengths.mean()), 2),
                                "max": int(lengths.max())}
+        # seconds spent inside each step, summed over the threads that ran it
         manifest["timings"] = {cfg.name: round(getattr(s, "seconds", 0.0), 3)
                                for cfg, s in zip(recipe.transforms, steps)}
         (stage / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
