@@ -80,8 +80,7 @@ def pieces(ids, labels, attention, *, id_to_piece, special_ids: set[int], byte_l
                 break
             else:
                 x = pending.pop(0)
-                out.append(Piece(f"<0x{x[2].hex().upper()}>" if len(x[2]) == 1 else x[2].hex(), [x[0]], [x[1]],
-                                 trained=x[3], partial=True))
+                out.append(Piece("".join(f"<0x{b:02X}>" for b in x[2]), [x[0]], [x[1]], trained=x[3], partial=True))
 
     for pos, (tid, lab, att) in enumerate(zip(ids, labels, attention)):
         tid = int(tid)
