@@ -148,7 +148,9 @@ def train(data: str | Path, *, model: str, config: TrainConfig | None = None, ou
                       target_modules=_target_modules(base, list(cfg.lora_target_modules)), bias="none",
                       task_type="CAUSAL_LM")
     if cfg.gradient_checkpointing:
-        base.gradient_checkpointing_enable()
+        # transformers 5 renamed it activation checkpointing; 4.x only has the old name
+        enable = getattr(base, "activation_checkpointing_enable", None) or base.gradient_checkpointing_enable
+        enable()
         base.enable_input_require_grads()
     peft_model = get_peft_model(base, lora)
     tok = manifest["tokenizer"]
@@ -163,8 +165,7 @@ def train(data: str | Path, *, model: str, config: TrainConfig | None = None, ou
         bf16=dtype == "bf16", fp16=dtype == "fp16", use_cpu=not torch.cuda.is_available(),
         eval_strategy="steps" if has_val else "no", eval_steps=max(cfg.logging_steps, 1) if has_val else None,
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2,
-        report_to=[], remove_unused_columns=False, disable_tqdm=silent, dataloader_num_workers=0,
-        gradient_checkpointing=False)
+        report_to=[], remove_unused_columns=False, disable_tqdm=silent, dataloader_num_workers=0)
     collator = Collator(pad_id=int(pad_id if pad_id is not None else 0),
                         pad_to_multiple_of=8 if torch.cuda.is_available() else None)
     trainer = Trainer(model=peft_model, args=args, train_dataset=ds["train"],

@@ -153,6 +153,7 @@ def test_resume_from_checkpoint_and_a_pretraining_build(built, tmp_path, hf_toke
         "tokenizer": str(hf_tokenizer), "sources": [{"path": "c.txt"}],
         "transforms": [{"tokenize": {}}, {"pack": {"block_size": 32}}], "output": "pre"}))
     datakit.run_build(tmp_path / "p.yaml", silent=True)
-    result = train(tmp_path / "pre", model=str(model), config=TrainConfig(max_steps=2, batch_size=2, micro_batch_size=2),
+    result = train(tmp_path / "pre", model=str(model),
+                   config=TrainConfig(max_steps=2, batch_size=2, micro_batch_size=2, gradient_checkpointing=True),
                    output_dir=tmp_path / "pre-lora", silent=True)
     assert result.metrics["train_loss"] > 0
