@@ -15,7 +15,7 @@ from .errors import DatakitError
 from .executor import run_chain
 from .mixing import mix, split_groups
 from .progress import Progress
-from .recipe import Recipe, load_recipe, to_dict
+from .recipe import Recipe, from_dict, load_recipe, to_dict
 from .sources import FileInfo, expand, read_source
 from .split import split_indices
 from .tokenization import load_tokenizer
@@ -54,11 +54,13 @@ def _input_bytes(recipe: Recipe) -> int:
     return total
 
 
-def run_build(recipe: Recipe | str | Path, *, output: str | Path | None = None, overwrite: bool = False,
+def run_build(recipe: Recipe | dict | str | Path, *, output: str | Path | None = None, overwrite: bool = False,
               silent: bool = False) -> BuildResult:
     """Build ``recipe`` into its output folder (or ``output``) and return where and what was written."""
     t0 = time.time()
-    if not isinstance(recipe, Recipe):
+    if isinstance(recipe, dict):
+        recipe = from_dict(recipe, base_dir=Path.cwd())
+    elif not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
     target = Path(output or recipe.output)
     tokenizer = load_tokenizer(recipe.tokenizer)
@@ -168,9 +170,9 @@ def _manifest(recipe: Recipe, tokenizer, files: list[FileInfo], counts: Counter)
     }
 
 
-def build(recipe: Recipe | str | Path, *, output: str | Path | None = None, overwrite: bool = False,
+def build(recipe: Recipe | dict | str | Path, *, output: str | Path | None = None, overwrite: bool = False,
           silent: bool = True):
-    """Build ``recipe`` and return the written ``datasets.DatasetDict``.
+    """Build ``recipe`` (a YAML path, a parsed dict or a Recipe) and return the ``datasets.DatasetDict``.
 
     Example:
         >>> ds = datakit.build("recipes/pretrain.yaml", overwrite=True)

@@ -100,6 +100,27 @@ def _parallel(batches: Iterator[pa.RecordBatch], step: Step, workers: int) -> It
             yield from outs
 
 
+def table_fn(step: Step):
+    """Wrap a step as a Table -> Table function, the form ``datasets.Dataset.map(batched=True)`` (with
+    ``with_format("arrow")``) and Ray Data's ``map_batches(batch_format="pyarrow")`` call.
+
+    Those engines never call ``flush``: a packer's last remainder stays with the step object, so
+    flush it yourself after the map (``step.flush()``) if the tail matters.
+    """
+    schema: list[pa.Schema] = []
+
+    def fn(table: pa.Table) -> pa.Table:
+        outs = [out for batch in table.to_batches() for out in step(batch)]
+        if outs:
+            schema[:] = [outs[0].schema]
+            return pa.Table.from_batches(outs)
+        if schema:
+            return schema[0].empty_table()
+        raise ValueError(f"{type(step).__name__} kept no row of the first batch; its output schema is unknown")
+
+    return fn
+
+
 def run_chain(batches: Iterable[pa.RecordBatch], steps: list[Step], *, split_at: int | None = None,
               depth: int = 4) -> Iterator[pa.RecordBatch]:
     """Pass every batch through ``steps``, then flush each step (its output runs through the rest).

@@ -1,5 +1,4 @@
 """Atomic output: failures and interruptions leave earlier output intact and nothing half-written."""
-import os
 import signal
 import subprocess
 import sys
