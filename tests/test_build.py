@@ -203,3 +203,11 @@ def test_sft_builds_are_byte_identical(tmp_path, make_recipe, hf_tokenizer):
     for split in ("train", "validation"):
         f = f"{split}/data-00000-of-00001.arrow"
         assert (a / f).read_bytes() == (b / f).read_bytes()
+
+
+def test_build_from_python_with_a_dict(tmp_path, hf_tokenizer):
+    src = tmp_path / "c.txt"
+    src.write_text(CORPUS)
+    ds = datakit.build(recipe(hf_tokenizer, src, block=16, val=2), output=tmp_path / "from-dict")
+    assert set(ds) == {"train", "validation"} and len(ds["validation"]) == 2
+    assert all(len(r) == 16 for r in col(ds["train"], "input_ids"))
