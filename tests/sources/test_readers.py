@@ -1,0 +1,78 @@
+"""Readers: documents and where they came from, streaming chunks, and one clear error per bad input."""
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from datakit.errors import SourceError
+from datakit.recipe import SourceConfig
+from datakit.sources import read_source
+
+
+def read(path, **cfg):
+    files = []
+    batches = list(read_source(SourceConfig(path=str(path), **cfg), files=files))
+    rows = [r for b in batches for r in b.to_pylist()]
+    return rows, files
+
+
+def test_separated_text_keeps_line_numbers_and_hashes_the_file(tmp_path):
+    import hashlib
+
+    p = tmp_path / "t.txt"
+    p.write_text("first doc\nstill first\n\nsecond\n\n\n\nthird\n")
+    rows, files = read(p, document_separator="\n\n")
+    assert [r["text"] for r in rows] == ["first doc\nstill first", "second", "third\n"]
+    assert [r["_where"] for r in rows] == [f"{p}:1", f"{p}:4", f"{p}:8"]
+    assert files[0].sha256 == hashlib.sha256(p.read_bytes()).hexdigest() and files[0].records == 3
+    assert [r["_group"] for r in rows] == [0, 1, 2] and {r["_source"] for r in rows} == {0}
+
+
+def test_a_whole_file_is_one_document(tmp_path):
+    p = tmp_path / "t.txt"
+    p.write_text("a\n\nb\n")
+    rows, _ = read(p)
+    assert [r["text"] for r in rows] == ["a\n\nb\n"]
+
+
+def test_json_object_parquet_rows_and_column_maps(tmp_path):
+    (tmp_path / "one.json").write_text(json.dumps({"body": "single record"}))
+    rows, _ = read(tmp_path / "one.json", columns={"text": "body"})
+    assert rows[0]["text"] == "single record" and rows[0]["_where"].endswith("one.json: row 0")
+    pq.write_table(pa.table({"text": ["x", "y"]}), tmp_path / "t.parquet")
+    rows, _ = read(tmp_path / "t.parquet")
+    assert [r["_where"].rsplit(":", 1)[1].strip() for r in rows] == ["row 0", "row 1"]
+
+
+def test_jsonl_is_read_in_chunks(tmp_path):
+    from datakit.sources import readers
+
+    p = tmp_path / "d.jsonl"
+    p.write_text("".join(json.dumps({"text": f"doc {i}"}) + "\n" for i in range(2500)))
+    batches = list(read_source(SourceConfig(path=str(p)), files=[]))
+    assert [b.num_rows for b in batches] == [readers.CHUNK_ROWS, readers.CHUNK_ROWS, 500]
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("bad.txt", b"ok\n\xc3\x28 broken\n", "bad.txt:2: invalid UTF-8"),
+    ("bad.json", b'[{"text": "a"},\n {"text": }]', "bad.json:2: malformed JSON"),
+    ("bad.json", b'"just a string"', "must hold an array of records"),
+    ("empty.jsonl", b"\n\n", "empty.jsonl: empty input: no records"),
+    ("list.jsonl", b'["not", "an", "object"]\n', "list.jsonl:1: a record must be a JSON object"),
+])
+def test_bad_files(tmp_path, name, content, message):
+    p = tmp_path / name
+    p.write_bytes(content)
+    with pytest.raises(SourceError, match=message):
+        read(p)
+
+
+def test_missing_paths(tmp_path):
+    with pytest.raises(SourceError, match="file not found"):
+        read(tmp_path / "nope.jsonl")
+    with pytest.raises(SourceError, match="no input files match"):
+        read(str(tmp_path / "*.jsonl"))
+    (tmp_path / "empty_dir").mkdir()
+    with pytest.raises(SourceError, match="folder holds no readable files"):
+        read(tmp_path / "empty_dir")
