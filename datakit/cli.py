@@ -177,6 +177,3 @@ def train(recipe, data, resume_from_checkpoint, silent, **options):
         shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in result.metrics.items()}
         click.echo(f"saved the LoRA adapter to {result.output_dir}: {shown}")
 
-
-def main():  # pragma: no cover - console entry
-    cli()

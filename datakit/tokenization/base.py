@@ -82,6 +82,17 @@ class Tokenizer:
         enc = self.encode_with_offsets(texts, add_special_tokens=add_special_tokens, parse_special=parse_special)
         return self._mask_from_offsets(enc, spans)
 
+    def _mask_from_spelled(self, surfaces, ids, lengths, texts, spans, *, n_pre: int):
+        """Marks from byte offsets the ids spell (see surface.py), or None when they do not spell
+        the texts; spans are compared in bytes, which keeps every character whole."""
+        offsets = surfaces.byte_offsets(ids, lengths, [t.encode("utf-8") for t in texts], n_pre=n_pre, n_post=0) \
+            if surfaces is not None else None
+        if offsets is None:
+            return None
+        byte_spans = [row if t.isascii() else [(len(t[:a].encode()), len(t[:b].encode())) for a, b in row]
+                      for t, row in zip(texts, spans)]
+        return self._mask_from_offsets(Encoded(ids, lengths, offsets), byte_spans)
+
     def _mask_from_offsets(self, enc: Encoded, spans):
         """Supervised tokens from char offsets, and the rows whose marks fail the independent check."""
         from ..transforms.mask import misplaced, tokens_in_spans

@@ -78,12 +78,10 @@ class HFTokenizer(Tokenizer):
             encs = self.backend.encode_batch_fast(list(texts), add_special_tokens=special)
             ids, lengths = _flatten([e.ids for e in encs])
             n_pre, n_post = self._added_by_post_processor(special)
-            raw = [t.encode("utf-8") for t in texts]
-            offsets = surfaces.byte_offsets(ids, lengths, raw, n_pre=n_pre, n_post=n_post)
-            if offsets is not None:
-                byte_spans = [row if t.isascii() else [(len(t[:a].encode()), len(t[:b].encode())) for a, b in row]
-                              for t, row in zip(texts, spans)]
-                return self._mask_from_offsets(Encoded(ids, lengths, offsets), byte_spans)
+            if n_post == 0:
+                marked = self._mask_from_spelled(surfaces, ids, lengths, texts, spans, n_pre=n_pre)
+                if marked is not None:
+                    return marked
         return self._encode_with_edges(texts, spans, special)
 
     def _surfaces(self):

@@ -54,6 +54,27 @@ class SentencePieceTokenizer(Tokenizer):
         rows = self.sp.encode(list(texts), add_bos=self._bos(add_special_tokens), num_threads=THREADS)
         return Encoded(*_flatten(rows))
 
+    def encode_with_spans(self, texts, spans, *, add_special_tokens=None, parse_special=False):
+        """One batched SentencePiece encode, marks from the bytes the ids spell when they check out
+        (identity-normalized models such as Llama's); otherwise per-row protos with offsets. Text
+        holding control-token strings always takes the proto path, which parses them."""
+        texts = list(texts)
+        if not (parse_special and self._special_re is not None and any(self._special_re.search(t) for t in texts)):
+            add_bos = self._bos(add_special_tokens)
+            ids, lengths = _flatten(self.sp.encode(texts, add_bos=add_bos, num_threads=THREADS))
+            marked = self._mask_from_spelled(self._surfaces(), ids, lengths, texts, spans, n_pre=int(add_bos))
+            if marked is not None:
+                return marked
+        return super().encode_with_spans(texts, spans, add_special_tokens=add_special_tokens,
+                                         parse_special=parse_special)
+
+    def _surfaces(self):
+        if not hasattr(self, "_surface_cache"):
+            from .surface import Surfaces
+
+            self._surface_cache = Surfaces.for_sentencepiece(self.sp)
+        return self._surface_cache
+
     def encode_with_offsets(self, texts, *, add_special_tokens=None, parse_special=False) -> Encoded:
         rows, offs = [], []
         add_bos = self._bos(add_special_tokens)

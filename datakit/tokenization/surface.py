@@ -70,6 +70,18 @@ class Surfaces:
             pieces[i] = token.encode("utf-8") if token in added else token_bytes(token, byte_level=byte_level)
         return cls(pieces, byte_level=byte_level)
 
+    @classmethod
+    def for_sentencepiece(cls, sp) -> "Surfaces":
+        """Control and unknown pieces spell nothing (an <unk> then fails the check); byte pieces
+        spell their byte; others spell their text with ▁ as a space."""
+        pieces = []
+        for i in range(sp.get_piece_size()):
+            if sp.is_control(i) or sp.is_unknown(i):
+                pieces.append(b"")
+            else:
+                pieces.append(token_bytes(sp.id_to_piece(i), byte_level=False))
+        return cls(pieces, byte_level=False)
+
     def byte_offsets(self, ids: np.ndarray, lengths: np.ndarray, raw: list[bytes], *, n_pre: int, n_post: int
                      ) -> np.ndarray | None:
         """(n_tokens, 2) byte offsets into each row's UTF-8 text, or None when the ids do not spell
