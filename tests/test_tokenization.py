@@ -146,3 +146,23 @@ def test_sentencepiece_fast_marks_equal_the_proto_ones(spm_model, texts, special
     assert fast[0].ids.tolist() == proto[0].ids.tolist()
     assert fast[1].tolist() == proto[1].tolist()
     assert fast[2] == proto[2] == []
+
+
+def test_fast_marks_with_a_post_processor_that_appends_eos(hf_tokenizer, tmp_path):
+    from tokenizers import Tokenizer as RustTokenizer
+    from tokenizers import processors
+
+    rust = RustTokenizer.from_file(str(hf_tokenizer / "tokenizer.json"))
+    rust.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", special_tokens=[("<s>", rust.token_to_id("<s>")), ("</s>", rust.token_to_id("</s>"))])
+    rust.save(str(tmp_path / "tokenizer.json"))
+    tok = load_tokenizer(str(tmp_path / "tokenizer.json"))
+    assert tok._added_by_post_processor(True) == (1, 1)
+    texts = ["Hello world 中文 🙂", "", "  spaced\tout  "]
+    spans = _texts_and_spans(texts)
+    fast = tok.encode_with_spans(texts, spans)
+    slow = tok._encode_with_edges(texts, spans, True)
+    assert tok._surfaces().byte_offsets(fast[0].ids, fast[0].lengths, [t.encode() for t in texts],
+                                        n_pre=1, n_post=1) is not None  # the spelled path was taken
+    assert fast[0].ids.tolist() == slow[0].ids.tolist() and fast[1].tolist() == slow[1].tolist()
+    assert fast[2] == slow[2] == []

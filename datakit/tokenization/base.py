@@ -82,10 +82,19 @@ class Tokenizer:
         enc = self.encode_with_offsets(texts, add_special_tokens=add_special_tokens, parse_special=parse_special)
         return self._mask_from_offsets(enc, spans)
 
-    def _mask_from_spelled(self, surfaces, ids, lengths, texts, spans, *, n_pre: int):
+    def _build_surfaces(self):
+        """The byte each id spells (surface.Surfaces), or None when this tokenizer's ids cannot spell text."""
+        return None
+
+    def _surfaces(self):
+        if not hasattr(self, "_surface_cache"):
+            self._surface_cache = self._build_surfaces()
+        return self._surface_cache
+
+    def _mask_from_spelled(self, surfaces, ids, lengths, texts, spans, *, n_pre: int, n_post: int = 0):
         """Marks from byte offsets the ids spell (see surface.py), or None when they do not spell
         the texts; spans are compared in bytes, which keeps every character whole."""
-        offsets = surfaces.byte_offsets(ids, lengths, [t.encode("utf-8") for t in texts], n_pre=n_pre, n_post=0) \
+        offsets = surfaces.byte_offsets(ids, lengths, [t.encode("utf-8") for t in texts], n_pre=n_pre, n_post=n_post) \
             if surfaces is not None else None
         if offsets is None:
             return None

@@ -78,18 +78,15 @@ class HFTokenizer(Tokenizer):
             encs = self.backend.encode_batch_fast(list(texts), add_special_tokens=special)
             ids, lengths = _flatten([e.ids for e in encs])
             n_pre, n_post = self._added_by_post_processor(special)
-            if n_post == 0:
-                marked = self._mask_from_spelled(surfaces, ids, lengths, texts, spans, n_pre=n_pre)
-                if marked is not None:
-                    return marked
+            marked = self._mask_from_spelled(surfaces, ids, lengths, texts, spans, n_pre=n_pre, n_post=n_post)
+            if marked is not None:
+                return marked
         return self._encode_with_edges(texts, spans, special)
 
-    def _surfaces(self):
-        if not hasattr(self, "_surface_cache"):
-            from .surface import Surfaces
+    def _build_surfaces(self):
+        from .surface import Surfaces
 
-            self._surface_cache = Surfaces.for_backend(self.backend)
-        return self._surface_cache
+        return Surfaces.for_backend(self.backend)
 
     def _added_by_post_processor(self, special: bool) -> tuple[int, int]:
         """How many tokens the post-processor puts before and after a single sequence."""

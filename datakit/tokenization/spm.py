@@ -68,12 +68,10 @@ class SentencePieceTokenizer(Tokenizer):
         return super().encode_with_spans(texts, spans, add_special_tokens=add_special_tokens,
                                          parse_special=parse_special)
 
-    def _surfaces(self):
-        if not hasattr(self, "_surface_cache"):
-            from .surface import Surfaces
+    def _build_surfaces(self):
+        from .surface import Surfaces
 
-            self._surface_cache = Surfaces.for_sentencepiece(self.sp)
-        return self._surface_cache
+        return Surfaces.for_sentencepiece(self.sp)
 
     def encode_with_offsets(self, texts, *, add_special_tokens=None, parse_special=False) -> Encoded:
         rows, offs = [], []
@@ -115,13 +113,8 @@ class SentencePieceTokenizer(Tokenizer):
         # SentencePiece offsets are byte offsets; map them to characters. A byte-fallback
         # character (an emoji as 4 <0x..> pieces) gives its first pieces an empty span; they
         # take the span of the character they belong to, so masks never split a character.
-        char_at = np.zeros(len(raw) + 1, dtype=np.int64)
-        pos = 0
-        for ci, ch in enumerate(text):
-            n = len(ch.encode("utf-8"))
-            char_at[pos:pos + n] = ci
-            pos += n
-        char_at[len(raw)] = len(text)
+        starts = (np.frombuffer(raw, dtype=np.uint8) & 0xC0) != 0x80  # first byte of each character
+        char_at = np.append(np.cumsum(starts) - 1, len(text))
         pending = []
         for p in proto.pieces:
             s, e = int(char_at[p.begin]), int(char_at[p.end])

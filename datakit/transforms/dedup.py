@@ -143,6 +143,7 @@ class NearIndex:
         self.bands, self.rows = lsh_params(threshold, num_perm)
         self.tables: list[dict[bytes, int]] = [dict() for _ in range(self.bands)]
         self.signatures: list[np.ndarray] = []
+        self._keys: list[int] = []
 
     def add(self, sig: np.ndarray, key: int) -> int:
         r = self.rows
@@ -158,7 +159,6 @@ class NearIndex:
         self.signatures.append(sig)
         for b, k in enumerate(keys):
             self.tables[b].setdefault(k, idx)
-        self._keys = getattr(self, "_keys", [])
         self._keys.append(key)
         return -1
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +37,13 @@ def repeated_ngram_fraction(text: str, n: int = 3) -> float:
     return 1 - len(set(grams)) / len(grams) if grams else 0.0
 
 
+_LETTER = re.compile(r"[^\W\d_]")  # a word character that is neither a digit nor "_": a letter of any script
+_SPACE = re.compile(r"\s")
+
+
 def alpha_fraction(text: str) -> float:
-    chars = [ch for ch in text if not ch.isspace()]
-    return sum(ch.isalpha() for ch in chars) / len(chars) if chars else 0.0
+    visible = len(text) - len(_SPACE.findall(text))
+    return len(_LETTER.findall(text)) / visible if visible else 0.0
 
 
 def _responses(batch: pa.RecordBatch) -> list[str] | None:

@@ -62,7 +62,19 @@ def _batch(rows: list[tuple[str, list[tuple[int, int]], str]], source: pa.Record
     }, schema=OUTPUT_SCHEMA)
 
 
-class AlpacaTemplate(BaseStep):
+class RenderStep(BaseStep):
+    """A template step: ``render(row) -> (text, supervised spans)`` for every row of a batch."""
+
+    def render(self, row: dict) -> tuple[str, list[tuple[int, int]]]:
+        raise NotImplementedError
+
+    def __call__(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
+        rows = [(*self.render(r), r["_where"]) for r in batch.to_pylist()]
+        self.stats["rows_read"] += len(rows)
+        return [_batch(rows, batch)]
+
+
+class AlpacaTemplate(RenderStep):
     """Renders alpaca rows (and prompt/completion rows, the prompt as the instruction).
 
     A ``system`` text opens the prompt, followed by a blank line; ``history`` pairs are rendered as
@@ -98,12 +110,6 @@ class AlpacaTemplate(BaseStep):
                 text += "\n\n"
         return text, spans
 
-    def __call__(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
-        rows = [(*self.render(r), r["_where"]) for r in batch.to_pylist()]
-        self.stats["rows_read"] += len(rows)
-        return [_batch(rows, batch)]
-
-
 def _sandbox():
     from jinja2 import nodes
     from jinja2.ext import Extension
@@ -129,7 +135,7 @@ def _sandbox():
     return env
 
 
-class ChatTemplate(BaseStep):
+class ChatTemplate(RenderStep):
     """Renders conversations (alpaca and prompt/completion rows become user/assistant turns)."""
 
     def __init__(self, source: str, *, tokenizer: Tokenizer, origin: str):
@@ -190,12 +196,6 @@ class ChatTemplate(BaseStep):
             end = len(before) + len(segment.rstrip())
             spans.append((start, max(end, start + len(content))))
         return full, spans
-
-    def __call__(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
-        rows = [(*self.render(r), r["_where"]) for r in batch.to_pylist()]
-        self.stats["rows_read"] += len(rows)
-        return [_batch(rows, batch)]
-
 
 def make_template(options: TemplateOptions, *, tokenizer: Tokenizer, chat_template: str | None) -> BaseStep:
     if options.name != "chat":
