@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -15,15 +16,22 @@ import numpy as np
 from ..errors import TokenizerError
 
 THREADS = max(1, os.cpu_count() or 1)
+_UNSET = object()
+_SURFACE_LOCK = threading.Lock()
 
 
 class Encoded:
-    """A batch of token rows: ``ids`` (flat int32), ``lengths`` and, when asked, char ``offsets`` (flat, n x 2)."""
+    """A batch of token rows: ``ids`` (flat int32), ``lengths`` and, when asked, char ``offsets`` (flat, n x 2).
 
-    __slots__ = ("ids", "lengths", "offsets")
+    ``cut`` (bool per row, or None when no row was): rows tokenized only in part because they
+    hold more than the ``max_tokens`` asked for; their ids are the first ids of the whole text.
+    """
 
-    def __init__(self, ids: np.ndarray, lengths: np.ndarray, offsets: np.ndarray | None = None):
-        self.ids, self.lengths, self.offsets = ids, lengths, offsets
+    __slots__ = ("ids", "lengths", "offsets", "cut")
+
+    def __init__(self, ids: np.ndarray, lengths: np.ndarray, offsets: np.ndarray | None = None,
+                 cut: np.ndarray | None = None):
+        self.ids, self.lengths, self.offsets, self.cut = ids, lengths, offsets, cut
 
     @property
     def starts(self) -> np.ndarray:
@@ -72,12 +80,13 @@ class Tokenizer:
         raise NotImplementedError
 
     def encode_with_spans(self, texts: list[str], spans: list[list[tuple[int, int]]], *,
-                          add_special_tokens: bool | None = None, parse_special: bool = False
-                          ) -> tuple[Encoded, np.ndarray, list[int]]:
+                          add_special_tokens: bool | None = None, parse_special: bool = False,
+                          max_tokens: int | None = None) -> tuple[Encoded, np.ndarray, list[int]]:
         """Encode once and mark the tokens that lie inside each row's character spans.
 
         Returns the encoding, a bool per token (supervised), and the rows whose marks failed the
-        independent check (empty unless something is wrong).
+        independent check (empty unless something is wrong). With ``max_tokens`` a tokenizer may
+        stop early in a row that holds more than that many tokens (``Encoded.cut``).
         """
         enc = self.encode_with_offsets(texts, add_special_tokens=add_special_tokens, parse_special=parse_special)
         return self._mask_from_offsets(enc, spans)
@@ -87,9 +96,13 @@ class Tokenizer:
         return None
 
     def _surfaces(self):
-        if not hasattr(self, "_surface_cache"):
-            self._surface_cache = self._build_surfaces()
-        return self._surface_cache
+        cache = self.__dict__.get("_surface_cache", _UNSET)
+        if cache is _UNSET:
+            with _SURFACE_LOCK:  # two batches may ask at once; build the table once
+                cache = self.__dict__.get("_surface_cache", _UNSET)
+                if cache is _UNSET:
+                    cache = self._surface_cache = self._build_surfaces()
+        return cache
 
     def _mask_from_spelled(self, surfaces, ids, lengths, texts, spans, *, n_pre: int, n_post: int = 0):
         """Marks from byte offsets the ids spell (see surface.py), or None when they do not spell

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,7 @@ class HFTokenizer(Tokenizer):
         self.eos_id = vocab.get(self.eos_token) if self.eos_token else None
         self.pad_id = vocab.get(pad_token) if pad_token else None
         self._special = {vocab[t] for t in added if t in vocab}
+        self._prefix_lock = threading.Lock()
 
     @property
     def vocab_size(self) -> int:
@@ -68,20 +70,46 @@ class HFTokenizer(Tokenizer):
         offsets[special] = 0
         return Encoded(ids, lengths, offsets)
 
-    def encode_with_spans(self, texts, spans, *, add_special_tokens=None, parse_special=False):
+    def encode_with_spans(self, texts, spans, *, add_special_tokens=None, parse_special=False, max_tokens=None):
         """One fast encode; byte offsets from the ids' spelled bytes when they check out (see
         surface.py; spans are then compared in bytes, which keeps every character whole), else one
-        offset-tracking encode with span edges looked up per span."""
+        offset-tracking encode with span edges looked up per span. With ``max_tokens``, a row
+        past that many tokens is tokenized only as far as needed when that is exact (prefix.py)."""
         special = add_special_tokens is not False
         surfaces = self._surfaces()
+        texts = list(texts)
+        whole_texts, whole_spans = texts, spans
         if surfaces is not None:
-            encs = self.backend.encode_batch_fast(list(texts), add_special_tokens=special)
-            ids, lengths = _flatten([e.ids for e in encs])
             n_pre, n_post = self._added_by_post_processor(special)
+            prefix = self._prefix_encoder() if max_tokens is not None else None
+            cut = None
+            if prefix is not None:
+                rows, ends = prefix.encode(texts, max_tokens + 1 - n_pre, add_special_tokens=special,
+                                           n_pre=n_pre, n_post=n_post)
+                cut = np.fromiter((e < len(t) for t, e in zip(texts, ends)), dtype=bool, count=len(texts))
+                if cut.any():
+                    texts = [t[:e] for t, e in zip(texts, ends)]
+                    spans = [[(min(a, e), min(b, e)) for a, b in row if min(a, e) < min(b, e)]
+                             for row, e in zip(spans, ends)]
+                else:
+                    cut = None
+            else:
+                rows = [e.ids for e in self.backend.encode_batch_fast(texts, add_special_tokens=special)]
+            ids, lengths = _flatten(rows)
             marked = self._mask_from_spelled(surfaces, ids, lengths, texts, spans, n_pre=n_pre, n_post=n_post)
             if marked is not None:
+                marked[0].cut = cut
                 return marked
-        return self._encode_with_edges(texts, spans, special)
+        # the ids do not spell the text (an <unk>, a normalizer): whole texts, tracking offsets
+        return self._encode_with_edges(whole_texts, whole_spans, special)
+
+    def _prefix_encoder(self):
+        with self._prefix_lock:
+            if not hasattr(self, "_prefix"):
+                from .prefix import PrefixEncoder
+
+                self._prefix = PrefixEncoder.for_backend(self.backend)
+        return self._prefix
 
     def _build_surfaces(self):
         from .surface import Surfaces

@@ -54,7 +54,7 @@ class SentencePieceTokenizer(Tokenizer):
         rows = self.sp.encode(list(texts), add_bos=self._bos(add_special_tokens), num_threads=THREADS)
         return Encoded(*_flatten(rows))
 
-    def encode_with_spans(self, texts, spans, *, add_special_tokens=None, parse_special=False):
+    def encode_with_spans(self, texts, spans, *, add_special_tokens=None, parse_special=False, max_tokens=None):
         """One batched SentencePiece encode, marks from the bytes the ids spell when they check out
         (identity-normalized models such as Llama's); otherwise per-row protos with offsets. Text
         holding control-token strings always takes the proto path, which parses them."""

@@ -21,6 +21,11 @@ _NORMALIZERS_OK = {"Prepend", "Replace"}
 _PRE_TOKENIZERS_OK = {"Metaspace", "ByteLevel", "Split", "Whitespace", "WhitespaceSplit", "Punctuation", "Digits"}
 
 
+def _component(obj) -> dict | None:
+    """A normalizer's or pre-tokenizer's JSON form (its own, without serializing the whole tokenizer)."""
+    return None if obj is None else json.loads(obj.__getstate__())
+
+
 def _types(node) -> list[str]:
     if node is None:
         return []
@@ -53,16 +58,15 @@ class Surfaces:
 
     @classmethod
     def for_backend(cls, backend) -> "Surfaces | None":
-        data = json.loads(backend.to_str())
-        if not _spaces_only(data.get("normalizer")):
+        if not _spaces_only(_component(backend.normalizer)):
             return None
-        if not set(_types(data.get("pre_tokenizer"))) <= _PRE_TOKENIZERS_OK:
+        pre_tokenizer = _types(_component(backend.pre_tokenizer))
+        if not set(pre_tokenizer) <= _PRE_TOKENIZERS_OK:
             return None
-        if data.get("model", {}).get("type") not in ("BPE", "Unigram", "WordPiece", "WordLevel"):
+        # WordPiece's "##" continuation pieces do not spell the text
+        if type(backend.model).__name__ not in ("BPE", "Unigram", "WordLevel"):
             return None
-        if data.get("model", {}).get("type") == "WordPiece":
-            return None  # "##" continuation pieces do not spell the text
-        byte_level = "ByteLevel" in _types(data.get("pre_tokenizer"))
+        byte_level = "ByteLevel" in pre_tokenizer
         vocab = backend.get_vocab(with_added_tokens=True)
         added = {t.content for t in backend.get_added_tokens_decoder().values()}
         pieces = [b""] * (max(vocab.values()) + 1)

@@ -2,7 +2,8 @@
 
 Options (TokenizeOptions): ``train_on_inputs``, ``add_eos_token`` (the EOS is supervised when the
 row ends with a supervised response), ``cutoff_len`` with ``overlong: truncate|drop`` (a
-truncated row gets no EOS), ``train_on: all_assistant|last_assistant``. Rows left with no
+truncated row gets no EOS; the text past the cutoff is not tokenized when that is exact, see
+tokenization/prefix.py), ``train_on: all_assistant|last_assistant``. Rows left with no
 supervised token are dropped and counted. Every batch is checked before it leaves the step:
 supervised tokens lie inside supervised spans, labels are -100 or their input id, and a row never
 starts with two BOS tokens. A failed check is an error naming the row.
@@ -36,30 +37,36 @@ class TokenizeSFT(BaseStep):
         self._lock = threading.Lock()
 
     def _encode(self, texts: list[str], spans: list[list[tuple[int, int]]]):
-        """Encode with span marks; a text that already starts with the BOS string gets no second BOS."""
+        """Encode with span marks; a text that already starts with the BOS string gets no second BOS.
+        Rows longer than cutoff_len may be tokenized only as far as the cutoff (Encoded.cut)."""
         tok, opt = self.tokenizer, self.options.add_special_tokens
+        cutoff = self.options.cutoff_len
         bos = tok.bos_token
         flags = [opt is None and bool(bos) and t.startswith(bos) for t in texts]
         if not any(flags) or all(flags):
             special = False if all(flags) and texts else opt
-            return tok.encode_with_spans(texts, spans, add_special_tokens=special, parse_special=True)
+            return tok.encode_with_spans(texts, spans, add_special_tokens=special, parse_special=True,
+                                         max_tokens=cutoff)
         order = [i for i, f in enumerate(flags) if f] + [i for i, f in enumerate(flags) if not f]
         k = sum(flags)
         parts = [tok.encode_with_spans([texts[i] for i in order[:k]], [spans[i] for i in order[:k]],
-                                       add_special_tokens=False, parse_special=True),
+                                       add_special_tokens=False, parse_special=True, max_tokens=cutoff),
                  tok.encode_with_spans([texts[i] for i in order[k:]], [spans[i] for i in order[k:]],
-                                       add_special_tokens=opt, parse_special=True)]
+                                       add_special_tokens=opt, parse_special=True, max_tokens=cutoff)]
         rows = {}
         bad = []
+        cut = np.zeros(len(texts), dtype=bool)
         for base, (enc, sup, part_bad) in zip((0, k), parts):
             starts = enc.starts
             bad += [order[base + r] for r in part_bad]
             for j in range(len(enc.lengths)):
                 rows[order[base + j]] = (enc.ids[starts[j]:starts[j + 1]], sup[starts[j]:starts[j + 1]])
+                if enc.cut is not None:
+                    cut[order[base + j]] = enc.cut[j]
         ids = np.concatenate([rows[i][0] for i in range(len(texts))])
         sup = np.concatenate([rows[i][1] for i in range(len(texts))])
         lengths = np.array([len(rows[i][0]) for i in range(len(texts))], dtype=np.int64)
-        return Encoded(ids, lengths), sup, sorted(bad)
+        return Encoded(ids, lengths, cut=cut if cut.any() else None), sup, sorted(bad)
 
     def _spans(self, batch: pa.RecordBatch) -> list[list[tuple[int, int]]]:
         starts = batch.column("span_starts").to_pylist()
@@ -79,13 +86,12 @@ class TokenizeSFT(BaseStep):
         if bad:
             raise TemplateError(f"{wheres[bad[0]]}: mask check failed: the supervised tokens do not match "
                                 f"the response's characters (a token straddles or escapes the span)")
-        stats["tokens_read"] += int(len(enc.ids))
         if opt.train_on_inputs:
             sup[:] = True
         last_row = np.array([i for i, row in enumerate(spans) if row], dtype=np.int64)
         last_end = np.array([row[-1][1] for row in spans if row], dtype=np.int64)
-        ids, lengths, sup = self._append_eos(enc, sup, texts, last_row, last_end, stats)
-        out = self._finish(ids, lengths, sup, wheres, stats)
+        ids, lengths, sup, eos = self._append_eos(enc, sup, texts, last_row, last_end)
+        out = self._finish(ids, lengths, sup, eos, enc.cut, wheres, stats)
         with self._lock:  # two batches may run at once (see stateless)
             self.stats.update(stats)
         if out is None:
@@ -93,12 +99,15 @@ class TokenizeSFT(BaseStep):
         result, kept = out
         return [with_columns(result, provenance(batch, kept))]
 
-    def _append_eos(self, enc: Encoded, sup, texts, last_row, last_end, stats: Counter):
+    def _append_eos(self, enc: Encoded, sup, texts, last_row, last_end):
+        """Append EOS where the row does not end with it; returns ids, lengths, marks and a bool per
+        row (EOS appended)."""
         lengths = enc.lengths
         ends = np.cumsum(lengths)
+        needs = np.zeros(len(lengths), dtype=bool)
         if not self.add_eos:
-            return enc.ids, lengths, sup
-        needs = np.ones(len(lengths), dtype=bool)
+            return enc.ids, lengths, sup, needs
+        needs[:] = True
         nonempty = lengths > 0
         needs[nonempty] = enc.ids[ends[nonempty] - 1] != self.eos_id
         # The EOS is trained when the row ends with a supervised response (nothing but white
@@ -109,10 +118,14 @@ class TokenizeSFT(BaseStep):
         where = ends[needs]
         ids = np.insert(enc.ids, where, self.eos_id)
         sup = np.insert(sup, where, eos_sup[needs])
-        stats["eos_added"] += int(needs.sum())
-        return ids, lengths + needs, sup
+        return ids, lengths + needs, sup, needs
 
-    def _finish(self, ids, lengths, sup, wheres, stats: Counter):
+    def _finish(self, ids, lengths, sup, eos, cut, wheres, stats: Counter):
+        """Cut to cutoff_len, drop rows with nothing to train, check BOS, count.
+
+        A row longer than cutoff_len counts as cutoff_len tokens read: the text past the cutoff
+        may not have been tokenized at all (``Encoded.cut``), so only that much is known of it.
+        """
         opt = self.options
         n = len(lengths)
         starts = np.zeros(n + 1, dtype=np.int64)
@@ -120,15 +133,20 @@ class TokenizeSFT(BaseStep):
         row = np.repeat(np.arange(n), lengths)
         pos = np.arange(len(ids)) - starts[row]
         keep_row = np.ones(n, dtype=bool)
+        over = np.zeros(n, dtype=bool)
         if opt.cutoff_len is not None:
             over = lengths > opt.cutoff_len
+            if cut is not None and not over[cut].all():
+                raise RuntimeError(f"{wheres[int(np.flatnonzero(cut & ~over)[0])]}: a row tokenized only in "
+                                   f"part holds no more than cutoff_len tokens (a datakit bug; please report it)")
             if opt.overlong == "drop":
                 keep_row &= ~over
                 stats["rows_dropped.overlong"] += int(over.sum())
-                stats["tokens_dropped.overlong"] += int(lengths[over].sum())
+                stats["tokens_dropped.overlong"] += int(over.sum()) * opt.cutoff_len
             else:
                 stats["rows_truncated"] += int(over.sum())
-                stats["tokens_dropped.truncated"] += int((lengths[over] - opt.cutoff_len).sum())
+        stats["tokens_read"] += int((lengths - eos)[~over].sum()) + int(over.sum()) * (opt.cutoff_len or 0)
+        stats["eos_added"] += int(eos[~over].sum())
         keep = keep_row[row] & (pos < (opt.cutoff_len or np.iinfo(np.int64).max))
         sup_per_row = np.bincount(row[keep & sup], minlength=n)
         empty = keep_row & (sup_per_row == 0)

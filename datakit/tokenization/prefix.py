@@ -1,0 +1,188 @@
+"""Tokenizing a text only as far as ``cutoff_len`` keeps it, with exactly the ids of the whole text.
+
+A row longer than ``cutoff_len`` keeps its first ``cutoff_len`` tokens. For BPE tokenizers of the
+SentencePiece kind (Metaspace pieces, or Llama's ``▁`` normalizer) the text past that point need
+not be tokenized at all, and nothing changes:
+
+BPE starts from characters (byte pieces for a character outside the vocabulary) and only ever
+joins two neighbouring symbols by a merge rule ``(a, b)``. Take two neighbouring characters x, y
+such that no rule has an ``a`` ending in x and a ``b`` starting with y. No merge can join across
+them, so the merges on either side are the ones BPE would make on that side alone. Therefore
+``tokens(text[:p])`` is exactly the first part of ``tokens(text)``: p is a *barrier*, and so is
+every position past it. Under Llama's merges every space that follows a non-space is a barrier,
+and so is either side of a character that falls back to bytes (CJK text is mostly barriers).
+
+A long row is tokenized up to a barrier a little past where the cutoff is expected to land. If
+that gives too few tokens, the text from that barrier on to a later barrier is tokenized and
+appended, which is as exact. Pieces are tokenized by the same model behind a pre-tokenizer (or
+normalizer) that puts no ``▁`` before a text, as the middle of a text has none. The caller checks the result anyway: the ids must spell the tokenized part of the text, byte for
+byte (surface.py).
+
+Text past the first added token (``<s>``, ``<|im_end|>`` ...) is never cut, because the added
+tokens split the text before BPE sees it. Neither is the text of a tokenizer whose rules this
+module cannot vouch for: dropout, ``ignore_merges``, subword prefixes, fused unknown characters
+or other pre-tokenizers. Those rows are tokenized whole.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+_SPACE = " "
+
+
+def _state(obj) -> dict | None:
+    return None if obj is None else json.loads(obj.__getstate__())
+
+
+def _continuation(backend, pre: dict | None, replaces: bool):
+    """A tokenizer sharing ``backend``'s model that puts nothing before a text: the normalizer
+    without ``Prepend``, Metaspace with ``prepend_scheme: never``, no post-processor and no added
+    tokens (pieces never reach an added token)."""
+    from tokenizers import Tokenizer as RustTokenizer, normalizers, pre_tokenizers
+
+    cont = RustTokenizer(backend.model)
+    if pre is not None:
+        cont.pre_tokenizer = pre_tokenizers.Metaspace(replacement=pre.get("replacement", "▁"),
+                                                      prepend_scheme="never", split=pre.get("split", True))
+    if replaces:
+        cont.normalizer = normalizers.Replace(_SPACE, "▁")
+    return cont
+
+
+def _flatten_normalizers(node) -> list[dict] | None:
+    if node is None:
+        return []
+    if node.get("type") == "Sequence":
+        out = []
+        for n in node.get("normalizers", []):
+            inner = _flatten_normalizers(n)
+            if inner is None:
+                return None
+            out += inner
+        return out
+    return [node]
+
+
+class PrefixEncoder:
+    """Encodes texts up to a barrier past ``need`` tokens; see the module docstring."""
+
+    def __init__(self, backend, continuation, *, crossing: set[str], meta: str | None, added: list[str]):
+        self.backend = backend
+        self.continuation = continuation  # the same model with nothing put before a text
+        self.crossing = crossing  # "xy": some merge (a, b) has a ending in x and b starting with y
+        self.meta = meta  # what a space becomes before BPE sees it ("▁"), or None
+        self._added = re.compile("|".join(map(re.escape, sorted(added, key=len, reverse=True)))) if added else None
+
+    @classmethod
+    def for_backend(cls, backend) -> "PrefixEncoder | None":
+        if type(backend.model).__name__ != "BPE":
+            return None
+        model = json.loads(backend.model.__getstate__())
+        if model.get("dropout") or model.get("ignore_merges") or model.get("continuing_subword_prefix") \
+                or model.get("end_of_word_suffix"):
+            return None
+        if model.get("fuse_unk") and not model.get("byte_fallback"):
+            return None  # unknown neighbours would fuse across any barrier
+        normalizers = _flatten_normalizers(_state(backend.normalizer))
+        pre = _state(backend.pre_tokenizer)
+        if normalizers is None:
+            return None
+        meta = None
+        for n in normalizers:
+            if n.get("type") == "Prepend" and n.get("prepend") == "▁":
+                continue
+            if n.get("type") == "Replace" and n.get("pattern", {}).get("String") == _SPACE and n.get("content") == "▁":
+                meta = "▁"
+                continue
+            return None
+        if pre is not None:
+            if pre.get("type") != "Metaspace" or meta is not None:
+                return None
+            meta = pre.get("replacement", "▁")
+        added = [t.content for t in backend.get_added_tokens_decoder().values()]
+        if any(_SPACE in a or (meta and meta in a) for a in added):
+            return None
+        merges = model.get("merges", [])
+        if merges and isinstance(merges[0], str):
+            crossing = {a[-1] + b[0] for a, b in (m.split(" ", 1) for m in merges) if a and b}
+        else:
+            crossing = {a[-1] + b[0] for a, b in merges if a and b}
+        return cls(backend, _continuation(backend, pre, replaces=pre is None and meta is not None),
+                   crossing=crossing, meta=meta, added=added)
+
+    def _norm(self, ch: str) -> str:
+        return self.meta if ch == _SPACE and self.meta else ch
+
+    def barrier(self, text: str, p: int, limit: int) -> int | None:
+        """The first barrier at or after ``p`` and before ``limit``, or None."""
+        crossing, norm = self.crossing, self._norm
+        p = max(p, 1)
+        while p < limit:
+            if norm(text[p - 1]) + norm(text[p]) not in crossing:
+                return p
+            p += 1
+        return None
+
+    def limit(self, text: str) -> int:
+        """Where cutting must stop: the first added token in ``text`` (or its end)."""
+        if self._added is None:
+            return len(text)
+        m = self._added.search(text)
+        return m.start() if m else len(text)
+
+    def encode(self, texts: list[str], need: int, *, add_special_tokens: bool, n_pre: int, n_post: int
+               ) -> tuple[list[list[int]], list[int]]:
+        """Ids for each text and how many of its characters they cover (``len(text)`` when all).
+
+        A text covered only in part holds at least ``need`` tokens besides the ``n_pre``/``n_post``
+        ones the post-processor adds, and its ids are the first ids of the whole text.
+        """
+        ends = [self._first_cut(t, need) for t in texts]
+        encs = self.backend.encode_batch_fast([t[:e] for t, e in zip(texts, ends)], add_special_tokens=add_special_tokens)
+        rows = [e.ids for e in encs]
+        extra = n_pre + n_post
+        for last in (False, False, True):  # the last round takes all that is left
+            short = [i for i, (t, e) in enumerate(zip(texts, ends)) if e < len(t) and len(rows[i]) - extra < need]
+            if not short:
+                break
+            grow = []
+            for i in short:
+                t, e, have = texts[i], ends[i], len(rows[i]) - extra
+                limit = self.limit(t)
+                # the row's own density so far says how far the missing tokens reach, plus a margin
+                reach = len(t) if last else e + int((need - have) * e / max(have, 1) * 1.25) + 8
+                nxt = self.barrier(t, reach, limit) if reach < limit else None
+                if nxt is None:  # up to the end, or (an added token in the way) the whole text again
+                    nxt = len(t) if limit == len(t) else -1
+                grow.append(nxt)
+            pieces = [texts[i][ends[i]:nxt] if nxt >= 0 else "" for i, nxt in zip(short, grow)]
+            cont = self.continuation.encode_batch_fast(pieces, add_special_tokens=False)
+            whole = [i for i, nxt in zip(short, grow) if nxt < 0]
+            for i, nxt, enc in zip(short, grow, cont):
+                if nxt >= 0:
+                    row = rows[i]
+                    rows[i] = row[:len(row) - n_post] + enc.ids + row[len(row) - n_post:]
+                    ends[i] = nxt
+            if whole:
+                again = self.backend.encode_batch_fast([texts[i] for i in whole], add_special_tokens=add_special_tokens)
+                for i, enc in zip(whole, again):
+                    rows[i], ends[i] = enc.ids, len(texts[i])
+        return rows, ends
+
+    def _first_cut(self, text: str, need: int) -> int:
+        """A barrier where ``need`` tokens are expected to end, from a density guess: ASCII text
+        runs about 4 characters a token, other scripts about one."""
+        n = len(text)
+        if n <= need:  # too short for a cut to save anything
+            return n
+        wide = (len(text.encode("utf-8")) - n) / 2
+        tokens_per_char = ((n - wide) * 0.25 + wide) / n
+        reach = int(need / tokens_per_char)
+        if reach >= n:
+            return n
+        limit = self.limit(text)
+        if reach >= limit:
+            return n
+        cut = self.barrier(text, reach, limit)
+        return n if cut is None else cut
