@@ -148,8 +148,52 @@ ADAPTERS: dict[str, Callable[[_Row], dict]] = {
 }
 
 
+def _string_column(rows: list, key: str, *, required: bool, default: str | None = None) -> list | None:
+    """``row[key]`` for every row when all are strings (a missing optional one -> ``default``);
+    None when some row is not like that, which the row-by-row path then reports."""
+    try:
+        values = [r[key] for r in rows] if required else [r.get(key) for r in rows]
+    except (KeyError, TypeError, AttributeError):
+        return None
+    kinds = set(map(type, values))
+    if kinds <= {str}:
+        return values
+    if not required and kinds <= {str, type(None)}:
+        return [default if v is None else v for v in values]
+    return None
+
+
+def _fast_columns(fmt: str, rows: list, columns: dict[str, str]) -> dict[str, list] | None:
+    """Column by column, for the flat formats: the common case of well-formed records without
+    building a dict per row. None sends the batch to the row-by-row path (which names the bad row)."""
+    key = lambda name: columns.get(name, name)  # noqa: E731
+    if fmt == "text":
+        text = _string_column(rows, key("text"), required=True)
+        return None if text is None else {"text": text}
+    if fmt == "prompt_completion":
+        out = {f: _string_column(rows, key(f), required=True) for f in ("prompt", "completion")}
+        return None if any(v is None for v in out.values()) else out
+    if fmt == "alpaca":
+        out = {"instruction": _string_column(rows, key("instruction"), required=True),
+               "input": _string_column(rows, key("input"), required=False, default=""),
+               "output": _string_column(rows, key("output"), required=True),
+               "system": _string_column(rows, key("system"), required=False)}
+        if any(v is None for v in out.values()):
+            return None
+        history = [r.get(key("history")) for r in rows]
+        if any(history):
+            return None  # histories take the row-by-row path, which checks their pairs
+        out["history"] = [[] for _ in rows]
+        return out
+    return None
+
+
 def to_batch(fmt: str, rows: list, wheres: list[str], columns: dict[str, str]) -> pa.RecordBatch:
     """Validate ``rows`` of format ``fmt`` and return them as a canonical RecordBatch."""
+    fast = _fast_columns(fmt, rows, columns)
+    if fast is not None:
+        fast["_where"] = wheres
+        return pa.RecordBatch.from_pydict(fast, schema=SCHEMAS[fmt])
     adapter = ADAPTERS[fmt]
     out = []
     for record, where in zip(rows, wheres):

@@ -11,16 +11,18 @@ Two kinds of template:
 """
 from __future__ import annotations
 
+import itertools
 import json
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
 from ..errors import TemplateError
 from ..recipe import BUILTIN_TEMPLATES, TemplateOptions
 from ..tokenization import Tokenizer
-from .base import BaseStep
+from .base import BaseStep, list_array
 
 OUTPUT_SCHEMA = pa.schema([("text", pa.string()), ("span_starts", pa.list_(pa.int32())),
                            ("span_ends", pa.list_(pa.int32())), ("_where", pa.string()),
@@ -51,15 +53,19 @@ def load_alpaca_template(name: str) -> dict:
     return data
 
 
-def _batch(rows: list[tuple[str, list[tuple[int, int]], str]], source: pa.RecordBatch) -> pa.RecordBatch:
-    return pa.RecordBatch.from_pydict({
-        "text": [r[0] for r in rows],
-        "span_starts": [[s for s, _ in r[1]] for r in rows],
-        "span_ends": [[e for _, e in r[1]] for r in rows],
-        "_where": [r[2] for r in rows],
-        "_source": source.column("_source"),
-        "_group": source.column("_group"),
-    }, schema=OUTPUT_SCHEMA)
+def _batch(texts: list[str], spans: list[list[tuple[int, int]]], source: pa.RecordBatch) -> pa.RecordBatch:
+    counts = np.fromiter(map(len, spans), dtype=np.int64, count=len(spans))
+    total = int(counts.sum())
+    flat = np.fromiter(itertools.chain.from_iterable(itertools.chain.from_iterable(spans)), dtype=np.int64,
+                       count=2 * total).reshape(-1, 2)
+    if total and flat.max() >= 2**31:
+        raise TemplateError(f"{source.column('_where')[0]}: a rendered row of 2 GB or more")
+    return pa.RecordBatch.from_arrays([
+        pa.array(texts, pa.string()),
+        list_array(flat[:, 0].astype(np.int32), counts, pa.int32()),
+        list_array(flat[:, 1].astype(np.int32), counts, pa.int32()),
+        source.column("_where"), source.column("_source"), source.column("_group"),
+    ], schema=OUTPUT_SCHEMA)
 
 
 class RenderStep(BaseStep):
@@ -68,10 +74,14 @@ class RenderStep(BaseStep):
     def render(self, row: dict) -> tuple[str, list[tuple[int, int]]]:
         raise NotImplementedError
 
+    def render_batch(self, batch: pa.RecordBatch) -> tuple[list[str], list[list[tuple[int, int]]]]:
+        out = [self.render(r) for r in batch.to_pylist()]
+        return [t for t, _ in out], [s for _, s in out]
+
     def __call__(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
-        rows = [(*self.render(r), r["_where"]) for r in batch.to_pylist()]
-        self.stats["rows_read"] += len(rows)
-        return [_batch(rows, batch)]
+        texts, spans = self.render_batch(batch)
+        self.stats["rows_read"] += len(texts)
+        return [_batch(texts, spans, batch)]
 
 
 class AlpacaTemplate(RenderStep):
@@ -84,6 +94,37 @@ class AlpacaTemplate(RenderStep):
     def __init__(self, template: dict):
         super().__init__()
         self.template = template
+
+    def render_batch(self, batch: pa.RecordBatch) -> tuple[list[str], list[list[tuple[int, int]]]]:
+        """Column by column; rows with a system text or a history go through ``render``."""
+        names = batch.schema.names
+        if "prompt" in names:
+            instructions, outputs = batch.column("prompt").to_pylist(), batch.column("completion").to_pylist()
+            inputs = [""] * len(instructions)
+            plain = [True] * len(instructions)
+        elif "instruction" in names:
+            instructions, outputs = batch.column("instruction").to_pylist(), batch.column("output").to_pylist()
+            inputs = batch.column("input").to_pylist()
+            systems = batch.column("system").to_pylist() if "system" in names else [None] * len(outputs)
+            histories = batch.column("history").to_pylist() if "history" in names else [None] * len(outputs)
+            plain = [not (s or h) for s, h in zip(systems, histories)]
+        else:
+            return super().render_batch(batch)
+        with_input, no_input = self.template["prompt_input"], self.template["prompt_no_input"]
+        texts, spans = [], []
+        general = None
+        for i, (instruction, input_text, output, simple) in enumerate(zip(instructions, inputs, outputs, plain)):
+            if not simple:
+                general = general or batch.to_pylist()
+                text, row_spans = self.render(general[i])
+                texts.append(text)
+                spans.append(row_spans)
+                continue
+            prompt = with_input.format(instruction=instruction, input=input_text) if input_text \
+                else no_input.format(instruction=instruction)
+            texts.append(prompt + output)
+            spans.append(((len(prompt), len(prompt) + len(output)),))
+        return texts, spans
 
     def prompt(self, instruction: str, input_text: str = "") -> str:
         t = self.template
