@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob as globlib
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -94,23 +95,63 @@ def read_jsonl(path: Path, info: FileInfo) -> Iterator[Chunk]:
         yield Chunk(rows, wheres, nbytes)
 
 
+_SPACE = re.compile(r"[ \t\n\r]*")
+
+
 def read_json(path: Path, info: FileInfo) -> Iterator[Chunk]:
+    """A JSON array of records (or one record object). The array is parsed a chunk of records at
+    a time, so the first rows are on their way while the rest is still being parsed."""
     name = str(path)
     raw = path.read_bytes()
-    info._hash.update(raw)
     text = _decode(raw, name, 1)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise SourceError(f"malformed JSON ({e.msg}, column {e.colno})", file=name, line=e.lineno) from None
-    if isinstance(data, dict):
-        data = [data]  # one record (e.g. a single conversation)
-    if not isinstance(data, list):
-        raise SourceError("a JSON file must hold an array of records (or one record object)", file=name)
-    for start in range(0, len(data), CHUNK_ROWS):
-        part = data[start:start + CHUNK_ROWS]
-        nbytes = len(raw) if start + CHUNK_ROWS >= len(data) else 0
-        yield Chunk(part, [f"{name}: row {start + i}" for i in range(len(part))], nbytes)
+    pos = _SPACE.match(text).end()
+    if text.startswith("[", pos):
+        yield from _json_array(text, pos + 1, name, len(raw))
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise SourceError(f"malformed JSON ({e.msg}, column {e.colno})", file=name, line=e.lineno) from None
+        if not isinstance(data, dict):
+            raise SourceError("a JSON file must hold an array of records (or one record object)", file=name)
+        yield Chunk([data], [f"{name}: row 0"], len(raw))  # one record (e.g. a single conversation)
+    info._hash.update(raw)  # hashing waits until the rows are out: only the manifest needs it
+
+
+def _json_array(text: str, pos: int, name: str, nbytes: int) -> Iterator[Chunk]:
+    decode = json.JSONDecoder().raw_decode
+    space = _SPACE.match
+    rows: list = []
+    row = 0
+
+    def fail(message: str, at: int):
+        return SourceError(message, file=name, line=text.count("\n", 0, at) + 1)
+
+    pos = space(text, pos).end()
+    if text.startswith("]", pos):
+        pos += 1
+    else:
+        while True:
+            try:
+                record, pos = decode(text, pos)
+            except json.JSONDecodeError as e:
+                raise SourceError(f"malformed JSON ({e.msg}, column {e.colno})", file=name, line=e.lineno) from None
+            rows.append(record)
+            if len(rows) == CHUNK_ROWS:
+                yield Chunk(rows, [f"{name}: row {row + i}" for i in range(len(rows))], 0)
+                row += len(rows)
+                rows = []
+            pos = space(text, pos).end()
+            if text.startswith(",", pos):
+                pos = space(text, pos + 1).end()
+                continue
+            if text.startswith("]", pos):
+                pos += 1
+                break
+            raise fail("malformed JSON (expected ',' or ']' after a record)", pos)
+    if space(text, pos).end() != len(text):
+        raise fail("malformed JSON (extra data after the array)", space(text, pos).end())
+    yield Chunk(rows, [f"{name}: row {row + i}" for i in range(len(rows))], nbytes)
 
 
 def read_text(path: Path, info: FileInfo, separator: str | None) -> Iterator[Chunk]:

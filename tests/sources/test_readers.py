@@ -45,6 +45,20 @@ def test_json_object_parquet_rows_and_column_maps(tmp_path):
     assert [r["_where"].rsplit(":", 1)[1].strip() for r in rows] == ["row 0", "row 1"]
 
 
+def test_a_json_array_is_parsed_in_chunks_and_equals_json_loads(tmp_path):
+    records = [{"text": f"doc {i}\n\u4e2d", "n": [i, {"x": None}]} for i in range(2345)]
+    p = tmp_path / "a.json"
+    p.write_text(json.dumps(records, indent=1, ensure_ascii=False), encoding="utf-8")
+    files = []
+    batches = list(read_source(SourceConfig(path=str(p)), files=files))
+    assert [b.num_rows for b in batches] == [1000, 1000, 345]
+    rows = [r for b in batches for r in b.to_pylist()]
+    assert [r["text"] for r in rows] == [r["text"] for r in json.loads(p.read_text("utf-8"))]
+    assert rows[2344]["_where"].endswith("a.json: row 2344")
+    import hashlib
+    assert files[0].sha256 == hashlib.sha256(p.read_bytes()).hexdigest() and files[0].records == 2345
+
+
 def test_jsonl_is_read_in_chunks(tmp_path):
     from datakit.sources import readers
 
@@ -58,6 +72,11 @@ def test_jsonl_is_read_in_chunks(tmp_path):
     ("bad.txt", b"ok\n\xc3\x28 broken\n", "bad.txt:2: invalid UTF-8"),
     ("bad.json", b'[{"text": "a"},\n {"text": }]', "bad.json:2: malformed JSON"),
     ("bad.json", b'"just a string"', "must hold an array of records"),
+    ("bad.json", b'[{"text": "a"}\n\n {"text": "b"}]', "bad.json:3: malformed JSON \\(expected ',' or ']'"),
+    ("bad.json", b'[{"text": "a"},\n]', "bad.json:2: malformed JSON"),
+    ("bad.json", b'[{"text": "a"}]\n]', "bad.json:2: malformed JSON \\(extra data"),
+    ("bad.json", b'[{"text": "a"}', "bad.json:1: malformed JSON"),
+    ("empty.json", b' [ ] ', "empty.json: empty input: no records"),
     ("empty.jsonl", b"\n\n", "empty.jsonl: empty input: no records"),
     ("list.jsonl", b'["not", "an", "object"]\n', "list.jsonl:1: a record must be a JSON object"),
 ])
