@@ -28,7 +28,6 @@ class HFTokenizer(Tokenizer):
         self.fingerprint = _fingerprint(files) if files else hashlib.sha256(
             backend.to_str().encode()).hexdigest()
         self.chat_template = config.get("chat_template")
-        vocab = backend.get_vocab(with_added_tokens=True)
         added = [t.content for t in backend.get_added_tokens_decoder().values() if t.special]
 
         def token(key, guesses):
@@ -37,15 +36,15 @@ class HFTokenizer(Tokenizer):
                 value = value.get("content")
             if value is None and key != "pad_token":
                 value = next((g for g in guesses if g in added), None)
-            return value if value in vocab else None
+            return value if value is not None and backend.token_to_id(value) is not None else None
 
         self.bos_token = token("bos_token", _BOS_GUESSES)
         self.eos_token = token("eos_token", _EOS_GUESSES)
         pad_token = token("pad_token", ())
-        self.bos_id = vocab.get(self.bos_token) if self.bos_token else None
-        self.eos_id = vocab.get(self.eos_token) if self.eos_token else None
-        self.pad_id = vocab.get(pad_token) if pad_token else None
-        self._special = {vocab[t] for t in added if t in vocab}
+        self.bos_id = backend.token_to_id(self.bos_token) if self.bos_token else None
+        self.eos_id = backend.token_to_id(self.eos_token) if self.eos_token else None
+        self.pad_id = backend.token_to_id(pad_token) if pad_token else None
+        self._special = {i for i in map(backend.token_to_id, added) if i is not None}
         self._prefix_lock = threading.Lock()
 
     @property

@@ -50,6 +50,14 @@ def _continuation(backend, pre: dict | None, replaces: bool):
     return cont
 
 
+def _merges(model) -> list:
+    """The BPE merges as (a, b) pairs, parsed from the model's JSON without its vocabulary."""
+    state = model.__getstate__()
+    at = state.rfind(b'"merges":[')  # the last key; in the vocabulary a key is followed by a number
+    merges, _ = json.JSONDecoder().raw_decode(state[at + len(b'"merges":'):].decode("utf-8"))
+    return [m.split(" ", 1) if isinstance(m, str) else m for m in merges]
+
+
 def _flatten_normalizers(node) -> list[dict] | None:
     if node is None:
         return []
@@ -76,13 +84,12 @@ class PrefixEncoder:
 
     @classmethod
     def for_backend(cls, backend) -> "PrefixEncoder | None":
-        if type(backend.model).__name__ != "BPE":
+        model = backend.model
+        if type(model).__name__ != "BPE":
             return None
-        model = json.loads(backend.model.__getstate__())
-        if model.get("dropout") or model.get("ignore_merges") or model.get("continuing_subword_prefix") \
-                or model.get("end_of_word_suffix"):
+        if model.dropout or model.ignore_merges or model.continuing_subword_prefix or model.end_of_word_suffix:
             return None
-        if model.get("fuse_unk") and not model.get("byte_fallback"):
+        if model.fuse_unk and not model.byte_fallback:
             return None  # unknown neighbours would fuse across any barrier
         normalizers = _flatten_normalizers(_state(backend.normalizer))
         pre = _state(backend.pre_tokenizer)
@@ -103,11 +110,7 @@ class PrefixEncoder:
         added = [t.content for t in backend.get_added_tokens_decoder().values()]
         if any(_SPACE in a or (meta and meta in a) for a in added):
             return None
-        merges = model.get("merges", [])
-        if merges and isinstance(merges[0], str):
-            crossing = {a[-1] + b[0] for a, b in (m.split(" ", 1) for m in merges) if a and b}
-        else:
-            crossing = {a[-1] + b[0] for a, b in merges if a and b}
+        crossing = {a[-1] + b[0] for a, b in _merges(model) if a and b}
         return cls(backend, _continuation(backend, pre, replaces=pre is None and meta is not None),
                    crossing=crossing, meta=meta, added=added)
 

@@ -70,8 +70,13 @@ class Surfaces:
         vocab = backend.get_vocab(with_added_tokens=True)
         added = {t.content for t in backend.get_added_tokens_decoder().values()}
         pieces = [b""] * (max(vocab.values()) + 1)
-        for token, i in vocab.items():
-            pieces[i] = token.encode("utf-8") if token in added else token_bytes(token, byte_level=byte_level)
+        if byte_level:
+            for token, i in vocab.items():
+                pieces[i] = token.encode("utf-8") if token in added else token_bytes(token, byte_level=True)
+        else:  # most pieces are text with ▁ for a space; only <0xNN> pieces need token_bytes
+            for token, i in vocab.items():
+                pieces[i] = token_bytes(token, byte_level=False) if token.startswith("<0x") and token not in added \
+                    else token.encode("utf-8") if token in added else token.replace("▁", " ").encode("utf-8")
         return cls(pieces, byte_level=byte_level)
 
     @classmethod

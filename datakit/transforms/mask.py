@@ -17,6 +17,8 @@ def tokens_in_spans(tok_row, tok_start, tok_end, span_row, span_start, span_end)
     span_row, span_start, span_end = (np.asarray(a, dtype=np.int64) for a in (span_row, span_start, span_end))
     if len(span_row) == 0:
         return np.zeros(len(tok_row), dtype=bool)
+    if _one_span_per_row(span_row, tok_row):  # alpaca rows: span i belongs to row i
+        return (tok_start >= span_start[tok_row]) & (tok_end <= span_end[tok_row]) & (tok_end > tok_start)
     key = span_row * _ROW + span_start
     order = np.argsort(key, kind="stable")
     key, s_row, s_end = key[order], span_row[order], span_end[order]
@@ -24,6 +26,12 @@ def tokens_in_spans(tok_row, tok_start, tok_end, span_row, span_start, span_end)
     ok = k >= 0
     k = np.where(ok, k, 0)
     return ok & (s_row[k] == tok_row) & (tok_end <= s_end[k]) & (tok_end > tok_start)
+
+
+def _one_span_per_row(span_row: np.ndarray, tok_row: np.ndarray) -> bool:
+    n = len(span_row)
+    return bool(span_row[0] == 0 and span_row[-1] == n - 1 and np.all(np.diff(span_row) == 1)
+                and (len(tok_row) == 0 or tok_row[-1] < n))
 
 
 def misplaced(tok_row, tok_start, tok_end, supervised, span_row, span_start, span_end) -> np.ndarray:
