@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 
 import click
@@ -53,7 +54,7 @@ def build(recipe, output, overwrite, silent):
 
         datakit build recipes/pretrain.yaml --overwrite
     """
-    from .build import run_build
+    from .builder import run_build
     from .summary import build_summary
 
     result = run_build(recipe, output=output, overwrite=overwrite, silent=silent)
@@ -206,6 +207,10 @@ def _skip_pandas_probe() -> None:
 
 def main() -> None:
     """The ``datakit`` console script."""
-    if sys.argv[1:2] in (["build"], ["inspect"]):
+    if sys.argv[1:2] in (["build"], ["inspect"], ["validate"]):
+        # These commands never multiply matrices: with one BLAS thread, none sits spinning on a
+        # core the tokenizer needs (NumPy reads this when it loads, which is after this line).
+        if "numpy" not in sys.modules:
+            os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
         _skip_pandas_probe()
     cli(prog_name="datakit")
