@@ -44,6 +44,22 @@ def spm_model(tmp_path_factory) -> Path:
     return out / "tok.model"
 
 
+@pytest.fixture(scope="session")
+def llama_hf_tokenizer(spm_model, tmp_path_factory) -> Path:
+    """``spm_model`` converted by transformers into a Hugging Face folder, the way Llama's
+    tokenizer.json is made: Metaspace pieces, BPE merges, byte fallback, BOS added."""
+    import shutil
+
+    from transformers import LlamaTokenizer
+
+    src = tmp_path_factory.mktemp("llama_src")
+    shutil.copy(spm_model, src / "tokenizer.model")
+    out = tmp_path_factory.mktemp("llama_hf")
+    LlamaTokenizer.from_pretrained(str(src)).save_pretrained(str(out))
+    (out / "tokenizer.model").unlink(missing_ok=True)  # load the tokenizer.json, not the .model
+    return out
+
+
 @pytest.fixture
 def write_jsonl(tmp_path):
     def write(name: str, records: list, *, raw_lines: list[str] | None = None) -> Path:
