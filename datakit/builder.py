@@ -115,6 +115,7 @@ def _run(recipe, target, steps, tokenizer, progress, files, *, overwrite) -> dic
             manifest["splits"][name] = write_split(spill, idx, stage / name,
                                                    fingerprint=manifest["inputs_fingerprint"],
                                                    on_rows=bar.update if bar else (lambda n: None))
+        spill.release()
         if bar:
             bar.close()
         write_dataset_dict(stage, list(splits))

@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from ..errors import SourceError
 from ..recipe import SourceConfig
-from ..transforms.base import with_columns
+from ..transforms.base import numeric_array, with_columns
 from .formats import SCHEMAS, to_batch
 from .readers import FileInfo, expand, read_file
 
@@ -34,8 +34,8 @@ def read_source(cfg: SourceConfig, *, files: list[FileInfo], index: int = 0, fir
                 info.records += len(chunk.rows)
                 batch = to_batch(cfg.format, chunk.rows, chunk.wheres, cfg.columns)
                 n = batch.num_rows
-                yield with_columns(batch, {"_source": pa.array(np.full(n, index, np.int32)),
-                                           "_group": pa.array(np.arange(row, row + n, dtype=np.int64))})
+                yield with_columns(batch, {"_source": numeric_array(np.full(n, index, np.int32), pa.int32()),
+                                           "_group": numeric_array(np.arange(row, row + n), pa.int64())})
                 row += n
         info.sha256 = info._hash.hexdigest()
         if info.records == 0:

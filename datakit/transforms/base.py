@@ -42,11 +42,21 @@ class BaseStep:
         """Called once when the build ends: ``ok`` tells whether it succeeded."""
 
 
+_NUMPY_TYPES = {pa.int8(): np.int8, pa.int32(): np.int32, pa.int64(): np.int64, pa.uint64(): np.uint64}
+
+
+def numeric_array(values: np.ndarray, value_type: pa.DataType) -> pa.Array:
+    """An Arrow array over a NumPy array's buffer (``pa.array`` would also load numpy.ma to look
+    for a mask, which a plain array never has)."""
+    values = np.ascontiguousarray(values, dtype=_NUMPY_TYPES[value_type])
+    return pa.Array.from_buffers(value_type, len(values), [None, pa.py_buffer(values)])
+
+
 def list_array(values: np.ndarray, lengths: np.ndarray, value_type: pa.DataType) -> pa.Array:
     """A list<value_type> array from flat values and row lengths, without Python lists."""
     offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
-    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, value_type))
+    return pa.ListArray.from_arrays(numeric_array(offsets, pa.int32()), numeric_array(values, value_type))
 
 
 def flat_lists(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -64,7 +74,7 @@ def provenance(batch: pa.RecordBatch, rows: np.ndarray | None = None) -> dict[st
     for name in PROVENANCE:
         if name in batch.schema.names:
             col = batch.column(name)
-            out[name] = col.take(pa.array(rows, pa.int64())) if rows is not None else col
+            out[name] = col.take(numeric_array(rows, pa.int64())) if rows is not None else col
     return out
 
 

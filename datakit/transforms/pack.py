@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..recipe import PackOptions
-from .base import IGNORE_INDEX, BaseStep, flat_lists, model_batch, with_columns
+from .base import IGNORE_INDEX, BaseStep, flat_lists, model_batch, numeric_array, with_columns
 
 
 class Pack(BaseStep):
@@ -81,8 +81,8 @@ class Pack(BaseStep):
         if self.source is None:
             return batch
         n = batch.num_rows
-        return with_columns(batch, {"_source": pa.array(np.full(n, self.source, np.int32)),
-                                    "_group": pa.array(np.full(n, -1, np.int64))})
+        return with_columns(batch, {"_source": numeric_array(np.full(n, self.source, np.int32), pa.int32()),
+                                    "_group": numeric_array(np.full(n, -1, np.int64), pa.int64())})
 
     def flush(self) -> list[pa.RecordBatch]:
         tail, self.carry = self.carry, np.zeros(0, dtype=np.int32)

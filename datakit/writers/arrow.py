@@ -1,9 +1,9 @@
 """Writing a build: a spill file during the build, then the ``save_to_disk`` layout per split.
 
 Rows are spilled to flat column files as they are made, so memory stays flat however large the
-input. The splits are then gathered from the memory-mapped spill a chunk at a time; the map is
-closed and the allocator's free pages are released after every chunk, so the resident set stays
-at one chunk however many rows the build has.
+input. The splits are then gathered from the spill a chunk at a time (read whole when it is
+under 64 MB), and the allocator's free pages are released after every chunk, so the resident set
+stays at one chunk however many rows the build has.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ COLUMNS = {"input_ids": pa.int32(), "attention_mask": pa.int8(), "labels": pa.in
 FEATURES = {name: {"feature": {"dtype": str(t), "_type": "Value"}, "_type": "List"}
             for name, t in COLUMNS.items()}
 TAKE_ROWS = 1024  # ~9 MB of 1024-token rows per gather: small transient peaks, few writes
+IN_MEMORY = 64 << 20  # a spill this small is read whole for the gather, not row by row
 
 
 def output_schema(extra: dict[str, pa.DataType] | None = None) -> pa.Schema:
@@ -43,6 +44,7 @@ class SpillWriter:
         self.lengths_parts: list[np.ndarray] = []
         self.meta_parts: dict[str, list[np.ndarray]] = {"source": [], "group": [], "hash": []}
         self.rows = 0
+        self._whole: dict[str, np.ndarray] | None = None
 
     def write(self, batch: pa.RecordBatch) -> None:
         for name, f in self._files.items():
@@ -68,6 +70,10 @@ class SpillWriter:
         for f in self._files.values():
             f.close()
 
+    def release(self) -> None:
+        """Drop the whole-spill copy a small spill's gather read."""
+        self._whole = None
+
     @property
     def lengths(self) -> np.ndarray:
         return np.concatenate(self.lengths_parts) if self.lengths_parts else np.zeros(0, np.int64)
@@ -82,6 +88,13 @@ class SpillWriter:
         lengths = offsets[rows + 1] - offsets[rows]
         out_starts = np.zeros(len(rows) + 1, dtype=np.int64)
         np.cumsum(lengths, out=out_starts[1:])
+        if self._whole is None and sum((self.folder / f"{n}.bin").stat().st_size for n in COLUMNS) <= IN_MEMORY:
+            self._whole = {n: np.fromfile(self.folder / f"{n}.bin", dtype=np.dtype(t.to_pandas_dtype()))
+                           for n, t in COLUMNS.items()}
+        if self._whole:
+            at = np.repeat(offsets[rows] - out_starts[:-1], lengths) + np.arange(int(out_starts[-1]))
+            cols = {n: values[at] for n, values in self._whole.items()}
+            return model_batch(cols["input_ids"], lengths, attention=cols["attention_mask"], labels=cols["labels"])
         cols = {}
         for name, t in COLUMNS.items():
             dtype = np.dtype(t.to_pandas_dtype())
