@@ -96,18 +96,25 @@ def read_jsonl(path: Path, info: FileInfo) -> Iterator[Chunk]:
 
 
 _SPACE = re.compile(r"[ \t\n\r]*")
+_SPACE_BYTES = re.compile(rb"[ \t\n\r]*")
+_HEAD = 1 << 20  # bytes decoded before the first records are parsed; the rest follows
 
 
 def read_json(path: Path, info: FileInfo) -> Iterator[Chunk]:
     """A JSON array of records (or one record object). The array is parsed a chunk of records at
-    a time, so the first rows are on their way while the rest is still being parsed."""
+    a time, from its first megabyte on, so the first rows are on their way while the rest of the
+    file is still being decoded and parsed."""
     name = str(path)
     raw = path.read_bytes()
-    text = _decode(raw, name, 1)
-    pos = _SPACE.match(text).end()
-    if text.startswith("[", pos):
-        yield from _json_array(text, pos + 1, name, len(raw))
+    pos = _SPACE_BYTES.match(raw).end()  # white space is ASCII: the same index in characters
+    cut = max(pos + 1, min(len(raw), _HEAD))
+    while cut < len(raw) and (raw[cut] & 0xC0) == 0x80:  # not inside a UTF-8 character
+        cut += 1
+    head = _decode(raw[:cut], name, 1)
+    if head.startswith("[", pos):
+        yield from _json_array(raw, head, cut, pos + 1, name)
     else:
+        text = head + _decode(raw[cut:], name, raw[:cut].count(b"\n") + 1)
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
@@ -118,40 +125,67 @@ def read_json(path: Path, info: FileInfo) -> Iterator[Chunk]:
     info._hash.update(raw)  # hashing waits until the rows are out: only the manifest needs it
 
 
-def _json_array(text: str, pos: int, name: str, nbytes: int) -> Iterator[Chunk]:
+def _json_array(raw: bytes, text: str, decoded: int, pos: int, name: str) -> Iterator[Chunk]:
+    """Records of the array starting at ``text[pos]``; ``text`` is ``raw[:decoded]`` decoded, and
+    the rest of ``raw`` is decoded the first time the parse reaches the end of what it has."""
     decode = json.JSONDecoder().raw_decode
     space = _SPACE.match
     rows: list = []
     row = 0
+    lines_before = 0  # newlines in the text already dropped
 
-    def fail(message: str, at: int):
-        return SourceError(message, file=name, line=text.count("\n", 0, at) + 1)
+    def more() -> bool:
+        nonlocal text, pos, decoded, lines_before
+        if decoded == len(raw):
+            return False
+        lines_before += text.count("\n", 0, pos)
+        text = text[pos:] + _decode(raw[decoded:], name, raw[:decoded].count(b"\n") + 1)
+        pos, decoded = 0, len(raw)
+        return True
 
-    pos = space(text, pos).end()
+    def fail(message: str, at: int) -> SourceError:
+        return SourceError(message, file=name, line=lines_before + text.count("\n", 0, at) + 1)
+
+    def skip() -> None:
+        nonlocal pos
+        pos = space(text, pos).end()
+        while pos == len(text) and more():
+            pos = space(text, pos).end()
+
+    skip()
     if text.startswith("]", pos):
         pos += 1
     else:
         while True:
             try:
-                record, pos = decode(text, pos)
+                record, end = decode(text, pos)
             except json.JSONDecodeError as e:
-                raise SourceError(f"malformed JSON ({e.msg}, column {e.colno})", file=name, line=e.lineno) from None
+                if more():
+                    continue
+                raise SourceError(f"malformed JSON ({e.msg}, column {e.colno})", file=name,
+                                  line=lines_before + e.lineno) from None
+            if end == len(text) and more():  # a number may go on past what is decoded
+                continue
+            pos = end
             rows.append(record)
             if len(rows) == CHUNK_ROWS:
                 yield Chunk(rows, [f"{name}: row {row + i}" for i in range(len(rows))], 0)
                 row += len(rows)
                 rows = []
-            pos = space(text, pos).end()
+            skip()
             if text.startswith(",", pos):
-                pos = space(text, pos + 1).end()
+                pos += 1
+                skip()
                 continue
             if text.startswith("]", pos):
                 pos += 1
                 break
             raise fail("malformed JSON (expected ',' or ']' after a record)", pos)
+    while more():
+        pass
     if space(text, pos).end() != len(text):
         raise fail("malformed JSON (extra data after the array)", space(text, pos).end())
-    yield Chunk(rows, [f"{name}: row {row + i}" for i in range(len(rows))], nbytes)
+    yield Chunk(rows, [f"{name}: row {row + i}" for i in range(len(rows))], len(raw))
 
 
 def read_text(path: Path, info: FileInfo, separator: str | None) -> Iterator[Chunk]:

@@ -59,6 +59,24 @@ def test_a_json_array_is_parsed_in_chunks_and_equals_json_loads(tmp_path):
     assert files[0].sha256 == hashlib.sha256(p.read_bytes()).hexdigest() and files[0].records == 2345
 
 
+@pytest.mark.parametrize("head", [1, 2, 5, 17, 100, 1 << 20])
+def test_a_json_array_decoded_in_two_parts_reads_the_same(tmp_path, monkeypatch, head):
+    from datakit.sources import readers
+
+    monkeypatch.setattr(readers, "_HEAD", head)
+    records = [{"text": f"\u4e2d {i} \U0001F600"} for i in range(3)] + [12345, {"text": "é" * 3}] * 3
+    records = [r if isinstance(r, dict) else {"text": "n", "n": r} for r in records]
+    p = tmp_path / "a.json"
+    p.write_text(" [\n" + ",\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n] \n", encoding="utf-8")
+    rows, _ = read(p)
+    assert [r["text"] for r in rows] == [r["text"] for r in records]
+    bad = tmp_path / "bad.json"
+    bad.write_text("[\n" + ",\n".join(json.dumps(r, ensure_ascii=False) for r in records) + ",\n{oops}]",
+                   encoding="utf-8")
+    with pytest.raises(SourceError, match=f"bad.json:{len(records) + 2}: malformed JSON"):
+        read(bad)
+
+
 def test_jsonl_is_read_in_chunks(tmp_path):
     from datakit.sources import readers
 
