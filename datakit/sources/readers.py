@@ -97,6 +97,7 @@ def read_jsonl(path: Path, info: FileInfo) -> Iterator[Chunk]:
 
 _SPACE = re.compile(r"[ \t\n\r]*")
 _SPACE_BYTES = re.compile(rb"[ \t\n\r]*")
+_SEPARATOR = re.compile(r"[ \t\n\r]*(?:(,)[ \t\n\r]*|\])")
 _HEAD = 1 << 20  # bytes decoded before the first records are parsed; the rest follows
 
 
@@ -130,6 +131,7 @@ def _json_array(raw: bytes, text: str, decoded: int, pos: int, name: str) -> Ite
     the rest of ``raw`` is decoded the first time the parse reaches the end of what it has."""
     decode = json.JSONDecoder().raw_decode
     space = _SPACE.match
+    separator = _SEPARATOR.match
     rows: list = []
     row = 0
     lines_before = 0  # newlines in the text already dropped
@@ -166,12 +168,18 @@ def _json_array(raw: bytes, text: str, decoded: int, pos: int, name: str) -> Ite
                                   line=lines_before + e.lineno) from None
             if end == len(text) and more():  # a number may go on past what is decoded
                 continue
-            pos = end
             rows.append(record)
             if len(rows) == CHUNK_ROWS:
                 yield Chunk(rows, [f"{name}: row {row + i}" for i in range(len(rows))], 0)
                 row += len(rows)
                 rows = []
+            sep = separator(text, end)  # the common case, ", " or "]", in one step
+            if sep is not None and sep.end() < len(text):
+                pos = sep.end()
+                if sep.group(1):
+                    continue
+                break
+            pos = end
             skip()
             if text.startswith(",", pos):
                 pos += 1
