@@ -16,7 +16,7 @@ from typing import Iterator
 
 from ..errors import SourceError
 
-CHUNK_ROWS = 1000
+CHUNK_ROWS = 500
 CHUNK_BYTES = 4 << 20
 TEXT_SUFFIXES = {".txt", ".text", ".md"}
 JSONL_SUFFIXES = {".jsonl", ".ndjson"}

@@ -51,7 +51,9 @@ def test_a_json_array_is_parsed_in_chunks_and_equals_json_loads(tmp_path):
     p.write_text(json.dumps(records, indent=1, ensure_ascii=False), encoding="utf-8")
     files = []
     batches = list(read_source(SourceConfig(path=str(p)), files=files))
-    assert [b.num_rows for b in batches] == [1000, 1000, 345]
+    from datakit.sources.readers import CHUNK_ROWS
+
+    assert [b.num_rows for b in batches] == [CHUNK_ROWS] * (2345 // CHUNK_ROWS) + [2345 % CHUNK_ROWS]
     rows = [r for b in batches for r in b.to_pylist()]
     assert [r["text"] for r in rows] == [r["text"] for r in json.loads(p.read_text("utf-8"))]
     assert rows[2344]["_where"].endswith("a.json: row 2344")
@@ -81,9 +83,10 @@ def test_jsonl_is_read_in_chunks(tmp_path):
     from datakit.sources import readers
 
     p = tmp_path / "d.jsonl"
-    p.write_text("".join(json.dumps({"text": f"doc {i}"}) + "\n" for i in range(2500)))
+    n = 2 * readers.CHUNK_ROWS + 37
+    p.write_text("".join(json.dumps({"text": f"doc {i}"}) + "\n" for i in range(n)))
     batches = list(read_source(SourceConfig(path=str(p)), files=[]))
-    assert [b.num_rows for b in batches] == [readers.CHUNK_ROWS, readers.CHUNK_ROWS, 500]
+    assert [b.num_rows for b in batches] == [readers.CHUNK_ROWS, readers.CHUNK_ROWS, 37]
 
 
 @pytest.mark.parametrize("name, content, message", [
