@@ -129,7 +129,7 @@ def test_an_sft_build_is_the_same_with_and_without_cutting(make_recipe, llama_hf
         assert "no rows" in str(e)
         cut = None
     with monkeypatch.context() as m:
-        m.setattr(HFTokenizer, "_prefix_encoder", lambda self: None)
+        m.setattr(HFTokenizer, "_prefix_encoder", lambda self, **kw: None)
         try:
             whole = _sft(make_recipe, llama_hf_tokenizer, records, cutoff, overlong)
         except datakit.DatakitError as e:

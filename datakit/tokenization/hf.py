@@ -80,7 +80,7 @@ class HFTokenizer(Tokenizer):
         whole_texts, whole_spans = texts, spans
         if surfaces is not None:
             n_pre, n_post = self._added_by_post_processor(special)
-            prefix = self._prefix_encoder() if max_tokens is not None else None
+            prefix = self._prefix_encoder(wait=False) if max_tokens is not None else None
             cut = None
             if prefix is not None:
                 rows, ends = prefix.encode(texts, max_tokens + 1 - n_pre, add_special_tokens=special,
@@ -102,12 +102,21 @@ class HFTokenizer(Tokenizer):
         # the ids do not spell the text (an <unk>, a normalizer): whole texts, tracking offsets
         return self._encode_with_edges(whole_texts, whole_spans, special)
 
-    def _prefix_encoder(self):
-        with self._prefix_lock:
-            if not hasattr(self, "_prefix"):
+    def _prefix_encoder(self, *, wait: bool = True):
+        """The PrefixEncoder (None when this tokenizer cannot be cut). With ``wait=False`` a thread
+        that finds another one building it gets None and tokenizes whole texts meanwhile: the
+        ids are the same either way."""
+        if "_prefix" in self.__dict__:
+            return self._prefix
+        if not self._prefix_lock.acquire(blocking=wait):
+            return None
+        try:
+            if "_prefix" not in self.__dict__:
                 from .prefix import PrefixEncoder
 
                 self._prefix = PrefixEncoder.for_backend(self.backend)
+        finally:
+            self._prefix_lock.release()
         return self._prefix
 
     def _build_surfaces(self):

@@ -70,11 +70,19 @@ def flat_lists(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 def provenance(batch: pa.RecordBatch, rows: np.ndarray | None = None) -> dict[str, pa.Array]:
     """The provenance columns of ``batch`` (those it has), for ``rows`` if given."""
+    if rows is not None and len(rows) == batch.num_rows and np.array_equal(rows, np.arange(batch.num_rows)):
+        rows = None
     out = {}
     for name in PROVENANCE:
         if name in batch.schema.names:
             col = batch.column(name)
-            out[name] = col.take(numeric_array(rows, pa.int64())) if rows is not None else col
+            if rows is None:
+                out[name] = col
+            elif col.type in _NUMPY_TYPES:  # picked in NumPy: Array.take would load pyarrow.compute
+                out[name] = numeric_array(col.to_numpy(zero_copy_only=False)[rows], col.type)
+            else:
+                values = col.to_pylist()
+                out[name] = pa.array([values[i] for i in rows.tolist()], col.type)
     return out
 
 
