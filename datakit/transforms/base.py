@@ -59,13 +59,14 @@ def list_array(values: np.ndarray, lengths: np.ndarray, value_type: pa.DataType)
     return pa.ListArray.from_arrays(numeric_array(offsets, pa.int32()), numeric_array(values, value_type))
 
 
-def flat_lists(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(flat values, lengths) of a list column, zero-copy where Arrow allows."""
+def flat_lists(column: pa.Array, lengths: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(flat values, lengths) of a list column, zero-copy where Arrow allows. ``lengths``, when
+    given, are the column's (known from a sibling column): they are not computed again."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     offsets = column.offsets.to_numpy()
     values = column.values.to_numpy(zero_copy_only=False)[offsets[0]:offsets[-1]]
-    return values, np.diff(offsets)
+    return values, (np.diff(offsets) if lengths is None else lengths)
 
 
 def provenance(batch: pa.RecordBatch, rows: np.ndarray | None = None) -> dict[str, pa.Array]:

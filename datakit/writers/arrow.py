@@ -21,7 +21,8 @@ COLUMNS = {"input_ids": pa.int32(), "attention_mask": pa.int8(), "labels": pa.in
 FEATURES = {name: {"feature": {"dtype": str(t), "_type": "Value"}, "_type": "List"}
             for name, t in COLUMNS.items()}
 TAKE_ROWS = 1024  # ~9 MB of 1024-token rows per gather: small transient peaks, few writes
-IN_MEMORY = 64 << 20  # a spill this small is read whole for the gather, not row by row
+IN_MEMORY = 64 << 20  # rows are held in memory up to this size; a spill this small is read whole
+_DTYPES = {"input_ids": np.dtype(np.int32), "attention_mask": np.dtype(np.int8), "labels": np.dtype(np.int32)}
 
 
 def output_schema(extra: dict[str, pa.DataType] | None = None) -> pa.Schema:
@@ -32,7 +33,8 @@ def output_schema(extra: dict[str, pa.DataType] | None = None) -> pa.Schema:
 
 
 class SpillWriter:
-    """Appends output rows to flat binary files, one per column, plus the row lengths.
+    """Holds output rows as flat columns: in memory while they are few (``IN_MEMORY`` bytes), then
+    in flat binary files, one per column, plus the row lengths.
 
     Flat files make the later gather a positioned read per row into the output buffer.
     """
@@ -40,18 +42,28 @@ class SpillWriter:
     def __init__(self, folder: Path):
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
-        self._files = {name: open(folder / f"{name}.bin", "wb") for name in COLUMNS}
+        self._files: dict | None = None
+        self._held: dict[str, list[np.ndarray]] = {name: [] for name in COLUMNS}
+        self._held_bytes = 0
         self.lengths_parts: list[np.ndarray] = []
         self.meta_parts: dict[str, list[np.ndarray]] = {"source": [], "group": [], "hash": []}
         self.rows = 0
         self._whole: dict[str, np.ndarray] | None = None
 
     def write(self, batch: pa.RecordBatch) -> None:
-        for name, f in self._files.items():
-            values, lengths = flat_lists(batch.column(name))
-            np.ascontiguousarray(values, dtype=COLUMNS[name].to_pandas_dtype()).tofile(f)
+        lengths = None
+        for name in COLUMNS:
+            values, lengths = flat_lists(batch.column(name), lengths)
+            values = np.ascontiguousarray(values, dtype=_DTYPES[name])
             if name == "input_ids":
                 self.meta_parts["hash"].append(_row_hashes(values, lengths))
+            if self._files is None:
+                self._held[name].append(values)
+                self._held_bytes += values.nbytes
+            else:
+                values.tofile(self._files[name])
+        if self._files is None and self._held_bytes > IN_MEMORY:
+            self._spill()
         n = batch.num_rows
         names = batch.schema.names
         self.meta_parts["source"].append(batch.column("_source").to_numpy() if "_source" in names
@@ -61,18 +73,28 @@ class SpillWriter:
         self.lengths_parts.append(lengths.astype(np.int64))
         self.rows += n
 
+    def _spill(self) -> None:
+        """From here on, rows go to the files (the ones held so far first)."""
+        self._files = {name: open(self.folder / f"{name}.bin", "wb") for name in COLUMNS}
+        for name, parts in self._held.items():
+            for values in parts:
+                values.tofile(self._files[name])
+        self._held = {name: [] for name in COLUMNS}
+        self._held_bytes = 0
+
     def meta(self, key: str) -> np.ndarray:
         """Per row: ``source`` index, ``group`` (-1: none yet) or content ``hash`` of its input_ids."""
         parts = self.meta_parts[key]
         return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
     def close(self) -> None:
-        for f in self._files.values():
+        for f in (self._files or {}).values():
             f.close()
 
     def release(self) -> None:
-        """Drop the whole-spill copy a small spill's gather read."""
+        """Drop the rows held for the gather."""
         self._whole = None
+        self._held = {name: [] for name in COLUMNS}
 
     @property
     def lengths(self) -> np.ndarray:
@@ -88,9 +110,12 @@ class SpillWriter:
         lengths = offsets[rows + 1] - offsets[rows]
         out_starts = np.zeros(len(rows) + 1, dtype=np.int64)
         np.cumsum(lengths, out=out_starts[1:])
-        if self._whole is None and sum((self.folder / f"{n}.bin").stat().st_size for n in COLUMNS) <= IN_MEMORY:
-            self._whole = {n: np.fromfile(self.folder / f"{n}.bin", dtype=np.dtype(t.to_pandas_dtype()))
-                           for n, t in COLUMNS.items()}
+        if self._whole is None and self._files is None:
+            self._whole = {n: np.concatenate(parts) if parts else np.zeros(0, _DTYPES[n])
+                           for n, parts in self._held.items()}
+            self._held = {name: [] for name in COLUMNS}
+        elif self._whole is None and sum((self.folder / f"{n}.bin").stat().st_size for n in COLUMNS) <= IN_MEMORY:
+            self._whole = {n: np.fromfile(self.folder / f"{n}.bin", dtype=_DTYPES[n]) for n in COLUMNS}
         if self._whole:
             at = np.repeat(offsets[rows] - out_starts[:-1], lengths) + np.arange(int(out_starts[-1]))
             cols = {n: values[at] for n, values in self._whole.items()}
@@ -122,7 +147,10 @@ def _row_hashes(values: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     starts = np.zeros(len(lengths), dtype=np.int64)
     np.cumsum(lengths[:-1], out=starts[1:])
     pos = np.arange(len(values)) - np.repeat(starts, lengths)
-    contrib = (values.astype(np.uint64) + np.uint64(1)) * _MIX[pos % len(_MIX)]
+    np.bitwise_and(pos, len(_MIX) - 1, out=pos)  # len(_MIX) is a power of two
+    contrib = values.astype(np.uint64)
+    contrib += np.uint64(1)
+    contrib *= _MIX[pos]
     out = np.zeros(len(lengths), dtype=np.uint64)
     nonempty = lengths > 0
     out[nonempty] = np.add.reduceat(contrib, starts[nonempty]) if len(contrib) else 0
