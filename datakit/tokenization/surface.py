@@ -53,6 +53,7 @@ class Surfaces:
         self.byte_level = byte_level
         lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
         self.lengths = lengths
+        self.lengths32 = lengths.astype(np.int32)
         self.starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
         self.flat = np.frombuffer(b"".join(pieces), dtype=np.uint8)
 
@@ -102,40 +103,37 @@ class Surfaces:
         n = len(lengths)
         row_start = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(lengths, out=row_start[1:])
-        surf = self.lengths[ids]
+        surf = self.lengths32[ids]
         if n_pre or n_post:
             pos = np.arange(len(ids)) - np.repeat(row_start[:-1], lengths)
             surf = np.where((pos >= n_pre) & (pos < np.repeat(lengths - n_post, lengths)), surf, 0)
         text_len = np.fromiter(map(len, raw), dtype=np.int64, count=n)
-        end = np.cumsum(surf)
+        end = np.cumsum(surf, dtype=np.int64)
         spelled = np.diff(np.concatenate([[0], end[row_start[1:] - 1]])) if len(ids) else np.zeros(n, np.int64)
         spelled = np.where(lengths > 0, spelled, 0)
         extra = spelled - text_len
         if np.any((extra != 0) & (extra != 1)):
             return None
         total = int(end[-1]) if len(end) else 0
-        start = end - surf
-        # the bytes the ids spell, row after row (int32 positions: half the memory traffic)
         idx = np.int32 if total < 2**31 else np.int64
-        gather = np.repeat((self.starts[ids] - start).astype(idx), surf)
+        start = end - surf
+        # the bytes the ids spell, row after row (int32 positions: half the memory traffic)...
+        gather = np.repeat(self.starts[ids].astype(idx) - start.astype(idx), surf)
         gather += np.arange(total, dtype=idx)
         stream = self.flat[gather]
-        row_byte_start = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(spelled, out=row_byte_start[1:])
-        shifted = np.flatnonzero(extra == 1)
-        if len(shifted):  # one leading space the tokenizer added (Metaspace, add_prefix_space)
-            if np.any(stream[row_byte_start[shifted]] != 0x20):
-                return None
-            keep = np.ones(total, dtype=bool)
-            keep[row_byte_start[shifted]] = False
-            stream = stream[keep]
-        text = np.frombuffer(b"".join(raw), dtype=np.uint8)
+        # ...against the text's bytes, with the one leading space a tokenizer may add (Metaspace,
+        # add_prefix_space) where the row has one byte more
+        added = extra.tolist()
+        text = np.frombuffer(b"".join([b" " + r if a else r for r, a in zip(raw, added)]) if any(added)
+                             else b"".join(raw), dtype=np.uint8)
         if len(stream) != len(text) or not np.array_equal(stream, text):
             return None
-        tok_row = np.repeat(np.arange(n), lengths)
-        base = row_byte_start[tok_row] + extra[tok_row]
+        row_byte_start = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(spelled, out=row_byte_start[1:])
+        base = np.repeat(row_byte_start[:-1] + extra, lengths)
         out = np.empty((len(ids), 2), dtype=np.int64)
-        out[:, 0] = np.maximum(start - base, 0)
-        out[:, 1] = np.maximum(end - base, out[:, 0])
+        np.subtract(start, base, out=out[:, 0])
+        np.subtract(end, base, out=out[:, 1])
+        np.maximum(out, 0, out=out)
         out[surf == 0] = 0
         return out
