@@ -1,10 +1,12 @@
 """``build``: recipe -> sources -> steps -> spill -> split -> save_to_disk folder + manifest.json."""
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +59,26 @@ def _input_bytes(recipe: Recipe) -> int:
 def run_build(recipe: Recipe | dict | str | Path, *, output: str | Path | None = None, overwrite: bool = False,
               silent: bool = False) -> BuildResult:
     """Build ``recipe`` into its output folder (or ``output``) and return where and what was written."""
+    with _no_cyclic_gc():
+        return _build(recipe, output=output, overwrite=overwrite, silent=silent)
+
+
+@contextmanager
+def _no_cyclic_gc():
+    """A build makes millions of short-lived lists and dicts and almost no reference cycles (a
+    few hundred objects a build), so Python's cyclic collector, which runs every 700 new
+    containers and rescans the live ones, only costs time (~4% of a build). It is off while the
+    build runs and back on, as it was, afterwards; reference counting frees everything else."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _build(recipe, *, output, overwrite, silent) -> BuildResult:
     t0 = time.time()
     if isinstance(recipe, dict):
         recipe = from_dict(recipe, base_dir=Path.cwd())
