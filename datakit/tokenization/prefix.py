@@ -5,18 +5,20 @@ SentencePiece kind (Metaspace pieces, or Llama's ``▁`` normalizer) the text pa
 not be tokenized at all, and nothing changes:
 
 BPE starts from characters (byte pieces for a character outside the vocabulary) and only ever
-joins two neighbouring symbols by a merge rule ``(a, b)``. Take two neighbouring characters x, y
-such that no rule has an ``a`` ending in x and a ``b`` starting with y. No merge can join across
-them, so the merges on either side are the ones BPE would make on that side alone. Therefore
-``tokens(text[:p])`` is exactly the first part of ``tokens(text)``: p is a *barrier*, and so is
-every position past it. Under Llama's merges every space that follows a non-space is a barrier,
-and so is either side of a character that falls back to bytes (CJK text is mostly barriers).
+joins two neighbouring symbols into a token of its vocabulary. Take two neighbouring characters
+x, y that no token of the vocabulary holds side by side. No merge can join across them, so the
+merges on either side are the ones BPE would make on that side alone. Therefore
+``tokens(text[:p])`` is exactly the first part of ``tokens(text)``: p is a *barrier*. In Llama's
+vocabulary ``▁`` only starts a token or follows another ``▁``, so every space that follows a
+non-space is a barrier, and so is either side of a character that falls back to bytes (CJK text
+is mostly barriers).
 
 A long row is tokenized up to a barrier a little past where the cutoff is expected to land. If
 that gives too few tokens, the text from that barrier on to a later barrier is tokenized and
 appended, which is as exact. Pieces are tokenized by the same model behind a pre-tokenizer (or
-normalizer) that puts no ``▁`` before a text, as the middle of a text has none. The caller checks the result anyway: the ids must spell the tokenized part of the text, byte for
-byte (surface.py).
+normalizer) that puts no ``▁`` before a text, as the middle of a text has none. The caller
+checks the result anyway: the ids must spell the tokenized part of the text, byte for byte
+(surface.py).
 
 Text past the first added token (``<s>``, ``<|im_end|>`` ...) is never cut, because the added
 tokens split the text before BPE sees it. Neither is the text of a tokenizer whose rules this
@@ -50,14 +52,6 @@ def _continuation(backend, pre: dict | None, replaces: bool):
     return cont
 
 
-def _merges(model) -> list:
-    """The BPE merges as (a, b) pairs, parsed from the model's JSON without its vocabulary."""
-    state = model.__getstate__()
-    at = state.rfind(b'"merges":[')  # the last key; in the vocabulary a key is followed by a number
-    merges, _ = json.JSONDecoder().raw_decode(state[at + len(b'"merges":'):].decode("utf-8"))
-    return [m.split(" ", 1) if isinstance(m, str) else m for m in merges]
-
-
 def _flatten_normalizers(node) -> list[dict] | None:
     if node is None:
         return []
@@ -78,12 +72,14 @@ class PrefixEncoder:
     def __init__(self, backend, continuation, *, crossing: set[str], meta: str | None, added: list[str]):
         self.backend = backend
         self.continuation = continuation  # the same model with nothing put before a text
-        self.crossing = crossing  # "xy": some merge (a, b) has a ending in x and b starting with y
+        self.crossing = crossing  # "xy": some token of the vocabulary holds x and y side by side
         self.meta = meta  # what a space becomes before BPE sees it ("▁"), or None
         self._added = re.compile("|".join(map(re.escape, sorted(added, key=len, reverse=True)))) if added else None
 
     @classmethod
-    def for_backend(cls, backend) -> "PrefixEncoder | None":
+    def for_backend(cls, backend, vocab: dict[str, int] | None = None) -> "PrefixEncoder | None":
+        """The encoder for ``backend`` (``vocab``: its get_vocab(), if at hand), or None when
+        this module cannot vouch for cutting its texts."""
         model = backend.model
         if type(model).__name__ != "BPE":
             return None
@@ -110,7 +106,9 @@ class PrefixEncoder:
         added = [t.content for t in backend.get_added_tokens_decoder().values()]
         if any(_SPACE in a or (meta and meta in a) for a in added):
             return None
-        crossing = {a[-1] + b[0] for a, b in _merges(model) if a and b}
+        if vocab is None:
+            vocab = backend.get_vocab(with_added_tokens=True)
+        crossing = {t[i:i + 2] for t in vocab if len(t) > 1 for i in range(len(t) - 1)}
         return cls(backend, _continuation(backend, pre, replaces=pre is None and meta is not None),
                    crossing=crossing, meta=meta, added=added)
 

@@ -58,7 +58,7 @@ class Surfaces:
         self.flat = np.frombuffer(b"".join(pieces), dtype=np.uint8)
 
     @classmethod
-    def for_backend(cls, backend) -> "Surfaces | None":
+    def for_backend(cls, backend, vocab: dict[str, int] | None = None) -> "Surfaces | None":
         if not _spaces_only(_component(backend.normalizer)):
             return None
         pre_tokenizer = _types(_component(backend.pre_tokenizer))
@@ -68,7 +68,7 @@ class Surfaces:
         if type(backend.model).__name__ not in ("BPE", "Unigram", "WordLevel"):
             return None
         byte_level = "ByteLevel" in pre_tokenizer
-        vocab = backend.get_vocab(with_added_tokens=True)
+        vocab = vocab if vocab is not None else backend.get_vocab(with_added_tokens=True)
         added = {t.content for t in backend.get_added_tokens_decoder().values()}
         pieces = [b""] * (max(vocab.values()) + 1)
         if byte_level:
