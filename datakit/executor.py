@@ -108,7 +108,9 @@ def _parallel(batches: Iterator[pa.RecordBatch], step: Step, workers: int) -> It
         outs = step(batch)
         return outs, time.perf_counter() - t
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="datakit-step") as pool, _one_thread_per_batch(workers):
+    # the setting outlives the pool: no worker is left encoding when it goes
+    with _one_thread_per_batch(workers), \
+            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="datakit-step") as pool:
         pending = []
         for batch in batches:
             pending.append(pool.submit(call, batch))
