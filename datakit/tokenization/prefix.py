@@ -95,7 +95,8 @@ class PrefixEncoder:
         for n in normalizers:
             if n.get("type") == "Prepend" and n.get("prepend") == "▁":
                 continue
-            if n.get("type") == "Replace" and n.get("pattern", {}).get("String") == _SPACE and n.get("content") == "▁":
+            if n.get("type") == "Replace" and n.get("pattern", {}).get("String") == _SPACE \
+                    and n.get("content") == "▁":
                 meta = "▁"
                 continue
             return None
@@ -140,7 +141,8 @@ class PrefixEncoder:
         ones the post-processor adds, and its ids are the first ids of the whole text.
         """
         ends = [self._first_cut(t, need) for t in texts]
-        encs = self.backend.encode_batch_fast([t[:e] for t, e in zip(texts, ends)], add_special_tokens=add_special_tokens)
+        encs = self.backend.encode_batch_fast([t[:e] for t, e in zip(texts, ends)],
+                                              add_special_tokens=add_special_tokens)
         rows = [e.ids for e in encs]
         extra = n_pre + n_post
         for last in (False, False, True):  # the last round takes all that is left
@@ -166,7 +168,8 @@ class PrefixEncoder:
                     rows[i] = row[:len(row) - n_post] + enc.ids + row[len(row) - n_post:]
                     ends[i] = nxt
             if whole:
-                again = self.backend.encode_batch_fast([texts[i] for i in whole], add_special_tokens=add_special_tokens)
+                again = self.backend.encode_batch_fast([texts[i] for i in whole],
+                                                       add_special_tokens=add_special_tokens)
                 for i, enc in zip(whole, again):
                     rows[i], ends[i] = enc.ids, len(texts[i])
         return rows, ends
