@@ -59,7 +59,8 @@ def _batch(texts: list[str], spans: list[list[tuple[int, int]]], source: pa.Reco
     flat = np.fromiter(itertools.chain.from_iterable(itertools.chain.from_iterable(spans)), dtype=np.int64,
                        count=2 * total).reshape(-1, 2)
     if total and flat.max() >= 2**31:
-        raise TemplateError(f"{source.column('_where')[0]}: a rendered row of 2 GB or more")
+        row = int(np.repeat(np.arange(len(spans)), counts)[int(np.argmax(flat.max(axis=1)))])
+        raise TemplateError(f"{source.column('_where')[row]}: the rendered row has 2**31 characters or more")
     return pa.RecordBatch.from_arrays([
         pa.array(texts, pa.string()),
         list_array(flat[:, 0].astype(np.int32), counts, pa.int32()),
