@@ -180,7 +180,7 @@ class PrefixEncoder:
         n = len(text)
         if n <= need:  # too short for a cut to save anything
             return n
-        wide = (len(text.encode("utf-8")) - n) / 2
+        wide = 0 if text.isascii() else (len(text.encode("utf-8")) - n) / 2
         tokens_per_char = ((n - wide) * 0.25 + wide) / n
         reach = int(need / tokens_per_char)
         if reach >= n:
