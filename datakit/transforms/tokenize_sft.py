@@ -22,6 +22,16 @@ from ..tokenization import Encoded, Tokenizer
 from .base import IGNORE_INDEX, BaseStep, model_batch, provenance, with_columns
 
 
+class _Wheres:
+    """``file:line`` of each row, read from the Arrow column only when an error names one."""
+
+    def __init__(self, column: pa.Array):
+        self.column = column
+
+    def __getitem__(self, i) -> str:
+        return self.column[int(i)].as_py()
+
+
 class TokenizeSFT(BaseStep):
     stateless = True  # batches are independent: the executor may run two at once
 
@@ -79,7 +89,7 @@ class TokenizeSFT(BaseStep):
     def __call__(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
         opt = self.options
         texts = batch.column("text").to_pylist()
-        wheres = batch.column("_where").to_pylist()
+        wheres = _Wheres(batch.column("_where"))
         spans = self._spans(batch)
         stats: Counter = Counter()
         enc, sup, bad = self._encode(texts, spans)
