@@ -165,6 +165,8 @@ def _counts_lines(c: dict) -> list[str]:
         lines.append(f"{label}: " + (", ".join(f"{k} {v:,}" for k, v in items.items()) if items else "none"))
     if "rows_truncated" in c:
         lines.append(f"rows truncated: {c['rows_truncated']:,}")
+    if c.get("rows_truncated") or c.get("rows_dropped", {}).get("overlong"):
+        lines.append("(a row longer than cutoff_len counts as cutoff_len tokens read)")
     return lines
 
 

@@ -27,4 +27,6 @@ def build_summary(result) -> str:
         total = c.get("tokens_written", 0) or 1
         lines.append(f"  supervised tokens {_n(sup)} ({100 * sup / total:.1f}%), "
                      f"rows truncated {_n(c.get('rows_truncated', 0))}")
+        if c.get("rows_truncated") or c.get("rows_dropped", {}).get("overlong"):
+            lines.append("  (a row longer than cutoff_len counts as cutoff_len tokens read)")
     return "\n".join(lines)
