@@ -116,8 +116,10 @@ def _sft(make_recipe, tok, records, cutoff, overlong):
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(records=st.lists(st.fixed_dictionaries({"instruction": TEXTS, "input": TEXTS, "output": TEXTS}),
-                        min_size=1, max_size=12),
+@given(records=st.lists(st.fixed_dictionaries(
+           {"instruction": TEXTS, "input": TEXTS, "output": TEXTS},
+           optional={"history": st.lists(st.tuples(TEXTS, TEXTS).map(list), max_size=3)}),  # several spans a row
+       min_size=1, max_size=12),
        cutoff=st.integers(8, 120), overlong=st.sampled_from(["truncate", "drop"]))
 def test_an_sft_build_is_the_same_with_and_without_cutting(make_recipe, llama_hf_tokenizer, monkeypatch,
                                                           records, cutoff, overlong):
