@@ -161,3 +161,30 @@ def test_long_rows_of_the_real_llama_tokenizer_are_cut_and_unchanged(tmp_path):
     rows_, ends = prefix.encode(texts, 64, add_special_tokens=True, n_pre=0, n_post=0)
     assert sum(e < len(t) for t, e in zip(texts, ends)) > 100  # most rows are cut...
     _check_prefixes(tok, texts, 64)  # ...and every one is exact
+
+
+@pytest.mark.parametrize("cutoff", [40, 90, 200])
+def test_a_chat_build_with_a_plain_text_template_is_the_same_with_and_without_cutting(
+        make_recipe, llama_hf_tokenizer, monkeypatch, cutoff):
+    """Chat markers that are plain text (no added tokens) let long conversations be cut too."""
+    words = ["the model", "data tokens", "中文 字", "emoji 😀 here", "a b  c", "end."]
+    convs = [{"messages": [{"role": r, "content": " ".join(words[(i + k) % len(words)] for k in range(j + 3))}
+                           for j, r in enumerate(["user", "assistant"] * (i % 4 + 1))]} for i in range(12)]
+    src = make_recipe({"x": 1}, "probe.yaml").parent / "chat.jsonl"
+    src.write_text("".join(json.dumps(c, ensure_ascii=False) + "\n" for c in convs), encoding="utf-8")
+    template = "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
+    recipe = {"tokenizer": str(llama_hf_tokenizer), "sources": [{"path": str(src), "format": "messages"}],
+              "chat_template": template, "transforms": [{"template": "chat"}, {"tokenize": {"cutoff_len": cutoff}}],
+              "split": {"val_set_size": 0, "shuffle": False}, "output": "out"}
+
+    def build():
+        result = datakit.run_build(make_recipe(recipe), overwrite=True, silent=True)
+        ds = datakit.load(result.path)["train"]
+        return [list(x) for x in ds["input_ids"]], [list(x) for x in ds["labels"]], result.manifest["counts"]
+
+    cut = build()
+    with monkeypatch.context() as m:
+        m.setattr(HFTokenizer, "_prefix_encoder", lambda self, **kw: None)
+        whole = build()
+    assert cut == whole
+    assert cut[2]["rows_truncated"] > 0
