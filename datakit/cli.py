@@ -225,6 +225,9 @@ def main() -> None:
     # A finished build has written, closed and renamed everything it made, and no thread of it
     # is left: skip the interpreter's teardown, which spends ~50 ms freeing the objects of the
     # tokenizer and the libraries one by one.
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except OSError:  # a closed pipe (`datakit build ... | head`)
+            pass
     os._exit(code if isinstance(code, int) else (0 if code is None else 1))
