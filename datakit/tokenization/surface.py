@@ -52,8 +52,7 @@ class Surfaces:
     def __init__(self, pieces: list[bytes], *, byte_level: bool):
         self.byte_level = byte_level
         lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
-        self.lengths = lengths
-        self.lengths32 = lengths.astype(np.int32)
+        self.lengths = lengths.astype(np.int32)  # bytes each id spells
         self.starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
         self.flat = np.frombuffer(b"".join(pieces), dtype=np.uint8)
 
@@ -103,7 +102,7 @@ class Surfaces:
         n = len(lengths)
         row_start = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(lengths, out=row_start[1:])
-        surf = self.lengths32[ids]
+        surf = self.lengths[ids]
         if n_pre or n_post:
             pos = np.arange(len(ids)) - np.repeat(row_start[:-1], lengths)
             surf = np.where((pos >= n_pre) & (pos < np.repeat(lengths - n_post, lengths)), surf, 0)

@@ -42,13 +42,13 @@ class BaseStep:
         """Called once when the build ends: ``ok`` tells whether it succeeded."""
 
 
-_NUMPY_TYPES = {pa.int8(): np.int8, pa.int32(): np.int32, pa.int64(): np.int64, pa.uint64(): np.uint64}
+NUMPY_TYPES = {pa.int8(): np.int8, pa.int32(): np.int32, pa.int64(): np.int64, pa.uint64(): np.uint64}
 
 
 def numeric_array(values: np.ndarray, value_type: pa.DataType) -> pa.Array:
     """An Arrow array over a NumPy array's buffer (``pa.array`` would also load numpy.ma to look
     for a mask, which a plain array never has)."""
-    values = np.ascontiguousarray(values, dtype=_NUMPY_TYPES[value_type])
+    values = np.ascontiguousarray(values, dtype=NUMPY_TYPES[value_type])
     return pa.Array.from_buffers(value_type, len(values), [None, pa.py_buffer(values)])
 
 
@@ -79,7 +79,7 @@ def provenance(batch: pa.RecordBatch, rows: np.ndarray | None = None) -> dict[st
             col = batch.column(name)
             if rows is None:
                 out[name] = col
-            elif col.type in _NUMPY_TYPES:  # picked in NumPy: Array.take would load pyarrow.compute
+            elif col.type in NUMPY_TYPES:  # picked in NumPy: Array.take would load pyarrow.compute
                 out[name] = numeric_array(col.to_numpy(zero_copy_only=False)[rows], col.type)
             else:
                 values = col.to_pylist()

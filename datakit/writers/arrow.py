@@ -1,9 +1,9 @@
 """Writing a build: a spill file during the build, then the ``save_to_disk`` layout per split.
 
-Rows are spilled to flat column files as they are made, so memory stays flat however large the
-input. The splits are then gathered from the spill a chunk at a time (read whole when it is
-under 64 MB), and the allocator's free pages are released after every chunk, so the resident set
-stays at one chunk however many rows the build has.
+Rows are held in memory up to 64 MB, then spilled to flat column files as they are made, so
+memory stays flat however large the input. The splits are then gathered a chunk at a time, and
+the allocator's free pages are released after every chunk, so the resident set stays at one chunk
+however many rows the build has.
 """
 from __future__ import annotations
 
@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from ..transforms.base import flat_lists, model_batch
+from ..transforms.base import NUMPY_TYPES, flat_lists, model_batch
 
 COLUMNS = {"input_ids": pa.int32(), "attention_mask": pa.int8(), "labels": pa.int32()}
 FEATURES = {name: {"feature": {"dtype": str(t), "_type": "Value"}, "_type": "List"}
             for name, t in COLUMNS.items()}
 TAKE_ROWS = 1024  # ~9 MB of 1024-token rows per gather: small transient peaks, few writes
-IN_MEMORY = 64 << 20  # rows are held in memory up to this size; a spill this small is read whole
-_DTYPES = {"input_ids": np.dtype(np.int32), "attention_mask": np.dtype(np.int8), "labels": np.dtype(np.int32)}
+IN_MEMORY = 64 << 20  # rows are held in memory up to this size, and spilled to files past it
+_DTYPES = {name: np.dtype(NUMPY_TYPES[t]) for name, t in COLUMNS.items()}
 
 
 def output_schema(extra: dict[str, pa.DataType] | None = None) -> pa.Schema:
@@ -103,26 +103,23 @@ class SpillWriter:
     def gather(self, rows: np.ndarray, offsets: np.ndarray) -> pa.RecordBatch:
         """Rows ``rows`` (in that order) as one output batch; ``offsets`` = cumsum of lengths.
 
-        Each row is read with ``pread`` straight into the output buffer. A memory map would be
+        Held rows are picked in memory. From the files, each row is read with ``pread`` straight into the output buffer. A memory map would be
         simpler, but the kernel maps ~64 KB of cached neighbours around every page touched, so
         random rows of a large spill would pull most of it into the resident set.
         """
         lengths = offsets[rows + 1] - offsets[rows]
         out_starts = np.zeros(len(rows) + 1, dtype=np.int64)
         np.cumsum(lengths, out=out_starts[1:])
-        if self._whole is None and self._files is None:
-            self._whole = {n: np.concatenate(parts) if parts else np.zeros(0, _DTYPES[n])
-                           for n, parts in self._held.items()}
-            self._held = {name: [] for name in COLUMNS}
-        elif self._whole is None and sum((self.folder / f"{n}.bin").stat().st_size for n in COLUMNS) <= IN_MEMORY:
-            self._whole = {n: np.fromfile(self.folder / f"{n}.bin", dtype=_DTYPES[n]) for n in COLUMNS}
-        if self._whole:
+        if self._files is None:  # the rows are held: one fancy index per column
+            if self._whole is None:
+                self._whole = {n: np.concatenate(parts) if parts else np.zeros(0, _DTYPES[n])
+                               for n, parts in self._held.items()}
+                self._held = {name: [] for name in COLUMNS}
             at = np.repeat(offsets[rows] - out_starts[:-1], lengths) + np.arange(int(out_starts[-1]))
             cols = {n: values[at] for n, values in self._whole.items()}
             return model_batch(cols["input_ids"], lengths, attention=cols["attention_mask"], labels=cols["labels"])
         cols = {}
-        for name, t in COLUMNS.items():
-            dtype = np.dtype(t.to_pandas_dtype())
+        for name, dtype in _DTYPES.items():
             buf = np.empty(int(out_starts[-1]), dtype=dtype)
             view = memoryview(buf).cast("B")
             size = dtype.itemsize
