@@ -1,8 +1,9 @@
 """File readers: each yields chunks of raw records (dicts) with where each came from.
 
 Reading streams: JSONL, text, Parquet, CSV and dataset folders are read a chunk at a time, so
-memory follows the chunk size, not the input size. A JSON array is parsed whole (such files are
-instruction sets of a few MB); a plain-text file without ``document_separator`` is one document.
+memory follows the chunk size, not the input size. A JSON array file is read whole (such files are
+instruction sets of a few MB) but parsed a chunk of records at a time; a plain-text file without
+``document_separator`` is one document.
 """
 from __future__ import annotations
 
@@ -97,7 +98,6 @@ def read_jsonl(path: Path, info: FileInfo) -> Iterator[Chunk]:
 
 _SPACE = re.compile(r"[ \t\n\r]*")
 _SPACE_BYTES = re.compile(rb"[ \t\n\r]*")
-_SEPARATOR = re.compile(r"[ \t\n\r]*(?:(,)[ \t\n\r]*|\])")
 _HEAD = 1 << 20  # bytes decoded before the first records are parsed; the rest follows
 
 
@@ -131,7 +131,6 @@ def _json_array(raw: bytes, text: str, decoded: int, pos: int, name: str) -> Ite
     the rest of ``raw`` is decoded the first time the parse reaches the end of what it has."""
     decode = json.JSONDecoder().raw_decode
     space = _SPACE.match
-    separator = _SEPARATOR.match
     rows: list = []
     row = 0
     lines_before = 0  # newlines in the text already dropped
@@ -173,12 +172,6 @@ def _json_array(raw: bytes, text: str, decoded: int, pos: int, name: str) -> Ite
                 yield Chunk(rows, [f"{name}: row {row + i}" for i in range(len(rows))], 0)
                 row += len(rows)
                 rows = []
-            sep = separator(text, end)  # the common case, ", " or "]", in one step
-            if sep is not None and sep.end() < len(text):
-                pos = sep.end()
-                if sep.group(1):
-                    continue
-                break
             pos = end
             skip()
             if text.startswith(",", pos):

@@ -111,7 +111,6 @@ class AlpacaTemplate(RenderStep):
             plain = [not (s or h) for s, h in zip(systems, histories)]
         else:
             return super().render_batch(batch)
-        with_input, no_input = self.template["prompt_input"], self.template["prompt_no_input"]
         texts, spans = [], []
         general = None
         for i, (instruction, input_text, output, simple) in enumerate(zip(instructions, inputs, outputs, plain)):
@@ -121,8 +120,7 @@ class AlpacaTemplate(RenderStep):
                 texts.append(text)
                 spans.append(row_spans)
                 continue
-            prompt = with_input.format(instruction=instruction, input=input_text) if input_text \
-                else no_input.format(instruction=instruction)
+            prompt = self.prompt(instruction, input_text)
             texts.append(prompt + output)
             spans.append(((len(prompt), len(prompt) + len(output)),))
         return texts, spans
