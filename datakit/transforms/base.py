@@ -69,6 +69,16 @@ def flat_lists(column: pa.Array, lengths: np.ndarray | None = None) -> tuple[np.
     return values, (np.diff(offsets) if lengths is None else lengths)
 
 
+def missing_eos(ids: np.ndarray, lengths: np.ndarray, eos_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows that do not end with ``eos_id`` (an empty row neither), and where in the flat ``ids``
+    their EOS goes: ``np.insert(ids, where, eos_id)`` appends it."""
+    ends = np.cumsum(lengths)
+    needs = np.ones(len(lengths), dtype=bool)
+    nonempty = lengths > 0
+    needs[nonempty] = ids[ends[nonempty] - 1] != eos_id
+    return needs, ends[needs]
+
+
 def provenance(batch: pa.RecordBatch, rows: np.ndarray | None = None) -> dict[str, pa.Array]:
     """The provenance columns of ``batch`` (those it has), for ``rows`` if given."""
     if rows is not None and len(rows) == batch.num_rows and np.array_equal(rows, np.arange(batch.num_rows)):

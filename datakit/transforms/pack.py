@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..recipe import PackOptions
-from .base import IGNORE_INDEX, BaseStep, flat_lists, model_batch, numeric_array, with_columns
+from .base import IGNORE_INDEX, BaseStep, flat_lists, missing_eos, model_batch, numeric_array, with_columns
 
 
 class Pack(BaseStep):
@@ -53,11 +53,8 @@ class Pack(BaseStep):
         self.stats["documents_packed"] += len(lengths)
         self.stats["tokens_in"] += int(len(ids))
         if self.eos_mode == "per_document":
-            ends = np.cumsum(lengths)
-            needs = np.ones(len(lengths), dtype=bool)
-            nonempty = lengths > 0
-            needs[nonempty] = ids[ends[nonempty] - 1] != self.eos_id
-            ids = np.insert(ids, ends[needs], self.eos_id)
+            needs, where = missing_eos(ids, lengths, self.eos_id)
+            ids = np.insert(ids, where, self.eos_id)
             self.stats["eos_added"] += int(needs.sum())
         stream = np.concatenate([self.carry, ids]) if len(self.carry) else ids
         return self._emit(stream)

@@ -1,9 +1,4 @@
-"""``tokenize``: documents -> token ids (pretraining), or rendered rows -> ids + prompt-masked labels (sft).
-
-The step looks at the batch: a batch with supervised ``span_starts``/``span_ends`` (written by
-``template``) is tokenized once with offsets and masked; a plain ``text`` batch is tokenized
-for packing.
-"""
+"""``tokenize`` for pretraining: documents -> token ids, for ``pack`` (instruction rows: tokenize_sft.py)."""
 from __future__ import annotations
 
 import threading

@@ -19,7 +19,7 @@ import pyarrow as pa
 from ..errors import TemplateError
 from ..recipe import TokenizeOptions
 from ..tokenization import Encoded, Tokenizer
-from .base import IGNORE_INDEX, BaseStep, model_batch, provenance, with_columns
+from .base import IGNORE_INDEX, BaseStep, missing_eos, model_batch, provenance, with_columns
 
 
 class _Wheres:
@@ -113,19 +113,14 @@ class TokenizeSFT(BaseStep):
         """Append EOS where the row does not end with it; returns ids, lengths, marks and a bool per
         row (EOS appended)."""
         lengths = enc.lengths
-        ends = np.cumsum(lengths)
-        needs = np.zeros(len(lengths), dtype=bool)
         if not self.add_eos:
-            return enc.ids, lengths, sup, needs
-        needs[:] = True
-        nonempty = lengths > 0
-        needs[nonempty] = enc.ids[ends[nonempty] - 1] != self.eos_id
+            return enc.ids, lengths, sup, np.zeros(len(lengths), dtype=bool)
+        needs, where = missing_eos(enc.ids, lengths, self.eos_id)
         # The EOS is trained when the row ends with a supervised response (nothing but white
         # space after the last span), or with train_on_inputs.
         tail = np.zeros(len(lengths), dtype=bool)
         tail[last_row] = last_end >= np.array([len(t.rstrip()) for t in texts], dtype=np.int64)[last_row]
         eos_sup = tail | self.options.train_on_inputs
-        where = ends[needs]
         ids = np.insert(enc.ids, where, self.eos_id)
         sup = np.insert(sup, where, eos_sup[needs])
         return ids, lengths + needs, sup, needs
