@@ -88,7 +88,7 @@ class HFTokenizer(Tokenizer):
                 cut = np.fromiter((e < len(t) for t, e in zip(texts, ends)), dtype=bool, count=len(texts))
                 if cut.any():
                     texts = [t[:e] for t, e in zip(texts, ends)]
-                    spans = [row if e == len(t) else [(a, min(b, e)) for a, b in row if a < e]
+                    spans = [row if e == len(t) else [(a, min(b, e)) for a, b in row if a < min(b, e)]
                              for t, row, e in zip(whole_texts, spans, ends)]
                 else:
                     cut = None
