@@ -7,26 +7,9 @@ become one ``Piece`` that shows the character and says how many tokens made it.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
-_BYTE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte <-> printable-character table."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
-
-
-_BYTE_DECODER = {c: b for b, c in _bytes_to_unicode().items()}
+from .tokenization.surface import token_bytes
 
 
 @dataclass
@@ -40,15 +23,6 @@ class Piece:
     special: bool = False
     padding: bool = False
     partial: bool = False  # bytes that do not form a whole character on their own
-
-
-def token_bytes(piece: str, *, byte_level: bool) -> bytes:
-    m = _BYTE.match(piece)
-    if m:
-        return bytes([int(m.group(1), 16)])
-    if byte_level and all(ch in _BYTE_DECODER for ch in piece):
-        return bytes(_BYTE_DECODER[ch] for ch in piece)
-    return piece.replace("▁", " ").encode("utf-8")
 
 
 def visible(text: str) -> str:

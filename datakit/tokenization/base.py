@@ -81,21 +81,21 @@ class Tokenizer:
 
     def encode_with_spans(self, texts: list[str], spans: list[list[tuple[int, int]]], *,
                           add_special_tokens: bool | None = None, parse_special: bool = False,
-                          max_tokens: int | None = None) -> tuple[Encoded, np.ndarray, list[int]]:
-        """Encode once and mark the tokens that lie inside each row's character spans.
+                          max_tokens: int | None = None, strategy: str = "auto") -> tuple[Encoded, np.ndarray, list[int]]:
+        """Encode once and mark the tokens of each row's character spans (see spans.py): the
+        encoding, a bool per token (supervised), and the rows whose marks failed the check."""
+        from .spans import encode_with_spans
 
-        Returns the encoding, a bool per token (supervised), and the rows whose marks failed the
-        independent check (empty unless something is wrong). With ``max_tokens`` a tokenizer may
-        stop early in a row that holds more than that many tokens (``Encoded.cut``).
-        """
-        enc = self.encode_with_offsets(texts, add_special_tokens=add_special_tokens, parse_special=parse_special)
-        return self._mask_from_offsets(enc, spans)
+        return encode_with_spans(self, texts, spans, add_special_tokens=add_special_tokens,
+                                 parse_special=parse_special, max_tokens=max_tokens, strategy=strategy)
+
+    # What the spelled-bytes strategy of spans.py needs from a backend.
 
     def _build_surfaces(self):
-        """The byte each id spells (surface.Surfaces), or None when this tokenizer's ids cannot spell text."""
+        """The bytes each id spells (surface.Surfaces), or None when this tokenizer's ids cannot spell text."""
         return None
 
-    def _surfaces(self):
+    def surfaces(self):
         cache = self.__dict__.get("_surface_cache", _UNSET)
         if cache is _UNSET:
             with _SURFACE_LOCK:  # two batches may ask at once; build the table once
@@ -104,29 +104,20 @@ class Tokenizer:
                     cache = self._surface_cache = self._build_surfaces()
         return cache
 
-    def _mask_from_spelled(self, surfaces, ids, lengths, texts, spans, *, n_pre: int, n_post: int = 0):
-        """Marks from byte offsets the ids spell (see surface.py), or None when they do not spell
-        the texts; spans are compared in bytes, which keeps every character whole."""
-        offsets = surfaces.byte_offsets(ids, lengths, [t.encode("utf-8") for t in texts], n_pre=n_pre, n_post=n_post) \
-            if surfaces is not None else None
-        if offsets is None:
-            return None
-        byte_spans = [row if t.isascii() else [(len(t[:a].encode()), len(t[:b].encode())) for a, b in row]
-                      for t, row in zip(texts, spans)]
-        return self._mask_from_offsets(Encoded(ids, lengths, offsets), byte_spans)
+    def spells(self, texts: list[str], *, parse_special: bool) -> bool:
+        """Whether ``fast_ids`` encodes these texts as the offset-tracking encode would."""
+        return True
 
-    def _mask_from_offsets(self, enc: Encoded, spans):
-        """Supervised tokens from char offsets, and the rows whose marks fail the independent check."""
-        from ..transforms.mask import misplaced, tokens_in_spans
+    def added_around(self, special: bool) -> tuple[int, int]:
+        """How many tokens the tokenizer adds before and after each text (BOS, EOS)."""
+        return 0, 0
 
-        tok_row = np.repeat(np.arange(len(spans)), enc.lengths)
-        span_row = np.array([i for i, row in enumerate(spans) for _ in row], dtype=np.int64)
-        span_start = np.array([a for row in spans for a, _ in row], dtype=np.int64)
-        span_end = np.array([b for row in spans for _, b in row], dtype=np.int64)
-        off = enc.offsets
-        sup = tokens_in_spans(tok_row, off[:, 0], off[:, 1], span_row, span_start, span_end)
-        bad = misplaced(tok_row, off[:, 0], off[:, 1], sup, span_row, span_start, span_end)
-        return enc, sup, sorted({int(tok_row[b]) for b in bad})
+    def fast_ids(self, texts: list[str], *, special: bool, max_tokens: int | None, n_pre: int, n_post: int
+                 ) -> tuple[np.ndarray, np.ndarray, list[int] | None]:
+        """Flat ids and row lengths, and (when rows were tokenized only up to ``max_tokens``) how
+        many characters of each text the ids cover."""
+        enc = self.encode(texts, add_special_tokens=special)
+        return enc.ids, enc.lengths, None
 
     def id_to_piece(self, token_id: int) -> str:
         raise NotImplementedError

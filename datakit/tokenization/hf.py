@@ -69,38 +69,16 @@ class HFTokenizer(Tokenizer):
         offsets[special] = 0
         return Encoded(ids, lengths, offsets)
 
-    def encode_with_spans(self, texts, spans, *, add_special_tokens=None, parse_special=False, max_tokens=None):
-        """One fast encode; byte offsets from the ids' spelled bytes when they check out (see
-        surface.py; spans are then compared in bytes, which keeps every character whole), else one
-        offset-tracking encode with span edges looked up per span. With ``max_tokens``, a row
-        past that many tokens is tokenized only as far as needed when that is exact (prefix.py)."""
-        special = add_special_tokens is not False
-        surfaces = self._surfaces()
-        texts = list(texts)
-        whole_texts, whole_spans = texts, spans
-        if surfaces is not None:
-            n_pre, n_post = self._added_by_post_processor(special)
-            prefix = self._prefix_encoder(wait=False) if max_tokens is not None else None
-            cut = None
-            if prefix is not None:
-                rows, ends = prefix.encode(texts, max_tokens + 1 - n_pre, add_special_tokens=special,
-                                           n_pre=n_pre, n_post=n_post)
-                cut = np.fromiter((e < len(t) for t, e in zip(texts, ends)), dtype=bool, count=len(texts))
-                if cut.any():
-                    texts = [t[:e] for t, e in zip(texts, ends)]
-                    spans = [row if e == len(t) else [(a, min(b, e)) for a, b in row if a < min(b, e)]
-                             for t, row, e in zip(whole_texts, spans, ends)]
-                else:
-                    cut = None
-            else:
-                rows = [e.ids for e in self.backend.encode_batch_fast(texts, add_special_tokens=special)]
-            ids, lengths = _flatten(rows)
-            marked = self._mask_from_spelled(surfaces, ids, lengths, texts, spans, n_pre=n_pre, n_post=n_post)
-            if marked is not None:
-                marked[0].cut = cut
-                return marked
-        # the ids do not spell the text (an <unk>, a normalizer): whole texts, tracking offsets
-        return self._encode_with_edges(whole_texts, whole_spans, special)
+    def fast_ids(self, texts, *, special, max_tokens, n_pre, n_post):
+        """``encode_batch_fast``; with ``max_tokens``, a row past that many tokens is tokenized only
+        as far as needed when that is exact (prefix.py)."""
+        prefix = self._prefix_encoder(wait=False) if max_tokens is not None else None
+        if prefix is None:
+            enc = self.encode(texts, add_special_tokens=special)
+            return enc.ids, enc.lengths, None
+        rows, ends = prefix.encode(texts, max_tokens + 1 - n_pre, add_special_tokens=special,
+                                   n_pre=n_pre, n_post=n_post)
+        return *_flatten(rows), ends
 
     def _prefix_encoder(self, *, wait: bool = True):
         """The PrefixEncoder (None when this tokenizer cannot be cut). With ``wait=False`` a thread
@@ -131,7 +109,7 @@ class HFTokenizer(Tokenizer):
 
         return Surfaces.for_backend(self.backend, self._vocab())
 
-    def _added_by_post_processor(self, special: bool) -> tuple[int, int]:
+    def added_around(self, special: bool) -> tuple[int, int]:
         """How many tokens the post-processor puts before and after a single sequence."""
         if not special:
             return 0, 0
@@ -142,77 +120,11 @@ class HFTokenizer(Tokenizer):
                 return pre, len(with_special) - len(plain) - pre
         return 0, 0
 
-    def _encode_with_edges(self, texts, spans, special: bool):
-        """One ``encode_batch``; spans become token ranges through the encoding's char->token map.
-
-        Only the tokens at each span's edges are looked at (tokens advance monotonically through
-        the text), so no per-token offsets are copied into Python. The edge check that follows is
-        the mask check: the first and last marked tokens lie inside the span, and their outer
-        neighbours do not.
-        """
-        encs = self.backend.encode_batch(list(texts), add_special_tokens=special)
-        ids, lengths = _flatten([e.ids for e in encs])
-        sup = np.zeros(len(ids), dtype=bool)
-        bad = []
-        row_start = 0
-        for r, (e, row_spans) in enumerate(zip(encs, spans)):
-            n = int(lengths[r])
-            for s, t in row_spans:
-                first, last = _span_tokens(e, s, t, n)
-                if first <= last:
-                    if not _edges_ok(e, s, t, first, last, n):
-                        bad.append(r)
-                    sup[row_start + first:row_start + last + 1] = True
-            row_start += n
-        return Encoded(ids, lengths), sup, bad
-
     def id_to_piece(self, token_id: int) -> str:
         return self.backend.id_to_token(int(token_id)) or f"<id {int(token_id)}>"
 
     def decode(self, ids) -> str:
         return self.backend.decode([int(i) for i in ids], skip_special_tokens=False)
-
-
-def _span_tokens(enc, start: int, end: int, n: int) -> tuple[int, int]:
-    """First and last token lying wholly inside chars [start, end); first > last when none does."""
-    first = None
-    for c in range(start, end):
-        first = enc.char_to_token(c)
-        if first is not None:
-            break
-    if first is None:
-        return 0, -1
-    while first < n and enc.token_to_chars(first) is not None and enc.token_to_chars(first)[0] < start:
-        first += 1
-    last = None
-    for c in range(end - 1, start - 1, -1):
-        last = enc.char_to_token(c)
-        if last is not None:
-            break
-    if last is None:
-        return first, -1
-    # char_to_token gives the first token holding a char; byte-level tokens of one character
-    # (an emoji as three tokens) all hold it, so move on to the last of them.
-    while last + 1 < n and (nxt := enc.token_to_chars(last + 1)) is not None and nxt[0] < end:
-        last += 1
-    while last >= first and (enc.token_to_chars(last) or (0, end + 1))[1] > end:
-        last -= 1
-    return first, last
-
-
-def _edges_ok(enc, start: int, end: int, first: int, last: int, n: int) -> bool:
-    a, b = enc.token_to_chars(first) or (-1, -1), enc.token_to_chars(last) or (-1, -1)
-    if not (start <= a[0] < a[1] and b[1] <= end and b[0] < b[1]):
-        return False
-    if first > 0:
-        prev = enc.token_to_chars(first - 1)
-        if prev is not None and prev[0] >= start and prev[1] <= end and prev[0] < prev[1]:
-            return False  # a wholly inside token was left out
-    if last + 1 < n:
-        nxt = enc.token_to_chars(last + 1)
-        if nxt is not None and nxt[0] >= start and nxt[1] <= end and nxt[0] < nxt[1]:
-            return False
-    return True
 
 
 def _read_config(folder: Path) -> dict:

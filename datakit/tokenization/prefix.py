@@ -27,14 +27,11 @@ or other pre-tokenizers. Those rows are tokenized whole.
 """
 from __future__ import annotations
 
-import json
 import re
 
+from .state import SPACE_MARK, component, space_rules
+
 _SPACE = " "
-
-
-def _state(obj) -> dict | None:
-    return None if obj is None else json.loads(obj.__getstate__())
 
 
 def _continuation(backend, pre: dict | None, replaces: bool):
@@ -50,20 +47,6 @@ def _continuation(backend, pre: dict | None, replaces: bool):
     if replaces:
         cont.normalizer = normalizers.Replace(_SPACE, "▁")
     return cont
-
-
-def _flatten_normalizers(node) -> list[dict] | None:
-    if node is None:
-        return []
-    if node.get("type") == "Sequence":
-        out = []
-        for n in node.get("normalizers", []):
-            inner = _flatten_normalizers(n)
-            if inner is None:
-                return None
-            out += inner
-        return out
-    return [node]
 
 
 class PrefixEncoder:
@@ -87,19 +70,11 @@ class PrefixEncoder:
             return None
         if model.fuse_unk and not model.byte_fallback:
             return None  # unknown neighbours would fuse across any barrier
-        normalizers = _flatten_normalizers(_state(backend.normalizer))
-        pre = _state(backend.pre_tokenizer)
-        if normalizers is None:
+        replaces = space_rules(component(backend.normalizer))
+        pre = component(backend.pre_tokenizer)
+        if replaces is None:
             return None
-        meta = None
-        for n in normalizers:
-            if n.get("type") == "Prepend" and n.get("prepend") == "▁":
-                continue
-            if n.get("type") == "Replace" and n.get("pattern", {}).get("String") == _SPACE \
-                    and n.get("content") == "▁":
-                meta = "▁"
-                continue
-            return None
+        meta = SPACE_MARK if replaces else None
         if pre is not None:
             if pre.get("type") != "Metaspace" or meta is not None:
                 return None

@@ -54,19 +54,13 @@ class SentencePieceTokenizer(Tokenizer):
         rows = self.sp.encode(list(texts), add_bos=self._bos(add_special_tokens), num_threads=THREADS)
         return Encoded(*_flatten(rows))
 
-    def encode_with_spans(self, texts, spans, *, add_special_tokens=None, parse_special=False, max_tokens=None):
-        """One batched SentencePiece encode, marks from the bytes the ids spell when they check out
-        (identity-normalized models such as Llama's); otherwise per-row protos with offsets. Text
-        holding control-token strings always takes the proto path, which parses them."""
-        texts = list(texts)
-        if not (parse_special and self._special_re is not None and any(self._special_re.search(t) for t in texts)):
-            add_bos = self._bos(add_special_tokens)
-            ids, lengths = _flatten(self.sp.encode(texts, add_bos=add_bos, num_threads=THREADS))
-            marked = self._mask_from_spelled(self._surfaces(), ids, lengths, texts, spans, n_pre=int(add_bos))
-            if marked is not None:
-                return marked
-        return super().encode_with_spans(texts, spans, add_special_tokens=add_special_tokens,
-                                         parse_special=parse_special)
+    def spells(self, texts, *, parse_special):
+        """``sp.encode`` reads control-token strings as text: a text holding one, when they are to
+        be parsed, needs the per-row protos of ``encode_with_offsets``."""
+        return not (parse_special and self._special_re is not None and any(map(self._special_re.search, texts)))
+
+    def added_around(self, special):
+        return int(self._bos(special)), 0
 
     def _build_surfaces(self):
         from .surface import Surfaces

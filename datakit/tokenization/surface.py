@@ -11,41 +11,41 @@ offset-tracking encoder, so the fast path can only ever be exact.
 """
 from __future__ import annotations
 
-import json
+import re
 
 import numpy as np
 
-from ..pieces import token_bytes
+from .state import component, space_rules, types
 
-_NORMALIZERS_OK = {"Prepend", "Replace"}
 _PRE_TOKENIZERS_OK = {"Metaspace", "ByteLevel", "Split", "Whitespace", "WhitespaceSplit", "Punctuation", "Digits"}
+_BYTE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 
 
-def _component(obj) -> dict | None:
-    """A normalizer's or pre-tokenizer's JSON form (its own, without serializing the whole tokenizer)."""
-    return None if obj is None else json.loads(obj.__getstate__())
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte <-> printable-character table."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
 
 
-def _types(node) -> list[str]:
-    if node is None:
-        return []
-    if node.get("type") == "Sequence":
-        inner = node.get("normalizers") or node.get("pretokenizers") or []
-        return [t for n in inner for t in _types(n)]
-    return [node.get("type")]
+_BYTE_DECODER = {c: b for b, c in _bytes_to_unicode().items()}
 
 
-def _spaces_only(node) -> bool:
-    """Prepend/Replace normalizers that only swap spaces for ▁ (Llama's) keep byte lengths checkable."""
-    if node is None:
-        return True
-    if node.get("type") == "Sequence":
-        return all(_spaces_only(n) for n in node["normalizers"])
-    if node.get("type") == "Prepend":
-        return node.get("prepend") == "▁"
-    if node.get("type") == "Replace":
-        return node.get("pattern", {}).get("String") == " " and node.get("content") == "▁"
-    return False
+def token_bytes(piece: str, *, byte_level: bool) -> bytes:
+    """The bytes a vocabulary piece stands for: ``<0xNN>`` is one byte, ``▁`` a space, and a
+    byte-level piece (``Ġ``, ``ä¸``) its GPT-2 bytes."""
+    m = _BYTE.match(piece)
+    if m:
+        return bytes([int(m.group(1), 16)])
+    if byte_level and all(ch in _BYTE_DECODER for ch in piece):
+        return bytes(_BYTE_DECODER[ch] for ch in piece)
+    return piece.replace("▁", " ").encode("utf-8")
 
 
 class Surfaces:
@@ -58,9 +58,9 @@ class Surfaces:
 
     @classmethod
     def for_backend(cls, backend, vocab: dict[str, int] | None = None) -> "Surfaces | None":
-        if not _spaces_only(_component(backend.normalizer)):
+        if space_rules(component(backend.normalizer)) is None:
             return None
-        pre_tokenizer = _types(_component(backend.pre_tokenizer))
+        pre_tokenizer = types(component(backend.pre_tokenizer))
         if not set(pre_tokenizer) <= _PRE_TOKENIZERS_OK:
             return None
         # WordPiece's "##" continuation pieces do not spell the text

@@ -11,6 +11,8 @@ from datakit.tokenization import load_tokenizer
 from datakit.tokenization.hf import HFTokenizer
 from datakit.tokenization.prefix import PrefixEncoder
 
+from .conftest import llama_style_corpus
+
 # words the fixtures know, and characters they do not (byte fallback), spaces in runs, newlines,
 # Metaspace's own ▁, CJK and emoji
 PIECES = ["the", " the", " model", "data", " token", "s", ",", ".", " ", "  ", "   ", "\n", "\n\n", "▁", " ▁x",
@@ -35,7 +37,7 @@ def _with_post_processor(folder, tmp_path, kind: str):
 
 
 def _check_prefixes(tok, texts, need, special=True):
-    n_pre, n_post = tok._added_by_post_processor(special)
+    n_pre, n_post = tok.added_around(special)
     prefix = tok._prefix_encoder()
     rows, ends = prefix.encode(texts, need, add_special_tokens=special, n_pre=n_pre, n_post=n_post)
     for text, ids, end in zip(texts, rows, ends):
@@ -140,27 +142,17 @@ def test_an_sft_build_is_the_same_with_and_without_cutting(make_recipe, llama_hf
     assert cut == whole
 
 
-def test_long_rows_of_the_real_llama_tokenizer_are_cut_and_unchanged(tmp_path):
-    """The Llama 2 tokenizer (shared data, made into a tokenizer.json) on real alpaca rows."""
-    import shutil
-    from pathlib import Path
-
-    from transformers import LlamaTokenizer
-
-    shared = Path(__file__).resolve().parents[2] / "shared" / "data"
-    src = tmp_path / "src"
-    src.mkdir()
-    shutil.copy(shared / "llama2_tokenizer.model", src / "tokenizer.model")
-    LlamaTokenizer.from_pretrained(str(src)).save_pretrained(str(tmp_path / "llama2"))
-    tok = load_tokenizer(str(tmp_path / "llama2" / "tokenizer.json"))
-    rows = json.loads((shared / "alpaca_en_demo.json").read_text("utf-8"))[:150]
-    rows += json.loads((shared / "alpaca_zh_demo.json").read_text("utf-8"))[:150]
-    texts = [f"{r['instruction']}\n\n{r['input']}\n\n{r['output']}" for r in rows]
+def test_long_rows_of_a_llama_style_tokenizer_are_cut_and_unchanged(llama_style_tokenizer):
+    """A tokenizer trained with Llama 2's settings, on rows of English, code and CJK text."""
+    tok = load_tokenizer(str(llama_style_tokenizer))
+    corpus = llama_style_corpus()
+    texts = [f"{corpus[i]}\n\n{corpus[(i * 7) % len(corpus)]}\n\n{corpus[(i * 13) % len(corpus)]}"
+             for i in range(len(corpus))]
     prefix = tok._prefix_encoder()
     assert prefix is not None and "a▁" not in prefix.crossing and "▁▁" in prefix.crossing
-    rows_, ends = prefix.encode(texts, 64, add_special_tokens=True, n_pre=0, n_post=0)
-    assert sum(e < len(t) for t, e in zip(texts, ends)) > 100  # most rows are cut...
-    _check_prefixes(tok, texts, 64)  # ...and every one is exact
+    rows_, ends = prefix.encode(texts, 24, add_special_tokens=True, n_pre=0, n_post=0)
+    assert sum(e < len(t) for t, e in zip(texts, ends)) > len(texts) // 2  # most rows are cut...
+    _check_prefixes(tok, texts, 24)  # ...and every one is exact
 
 
 @pytest.mark.parametrize("cutoff", [40, 90, 200])

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .base import Encoded
+
 _ROW = np.int64(1) << np.int64(40)  # row key stride: longer than any text (1 TB of characters)
 
 
@@ -56,3 +58,16 @@ def misplaced(tok_row, tok_start, tok_end, supervised, span_row, span_start, spa
     k = np.where(found, k, 0)
     good = found & (s_row[k] == r) & (s_start[k] <= s) & (e > s)
     return idx[~good]
+
+
+def mark(enc: Encoded, spans: list[list[tuple[int, int]]]) -> tuple[np.ndarray, list[int]]:
+    """Supervised tokens of ``enc`` (its ``offsets``, in the units of ``spans``), and the rows
+    whose marks fail the independent check (empty unless something is wrong)."""
+    tok_row = np.repeat(np.arange(len(spans)), enc.lengths)
+    span_row = np.array([i for i, row in enumerate(spans) for _ in row], dtype=np.int64)
+    span_start = np.array([a for row in spans for a, _ in row], dtype=np.int64)
+    span_end = np.array([b for row in spans for _, b in row], dtype=np.int64)
+    off = enc.offsets
+    sup = tokens_in_spans(tok_row, off[:, 0], off[:, 1], span_row, span_start, span_end)
+    bad = misplaced(tok_row, off[:, 0], off[:, 1], sup, span_row, span_start, span_end)
+    return sup, sorted({int(tok_row[b]) for b in bad})

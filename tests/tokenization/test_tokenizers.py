@@ -105,10 +105,11 @@ pieces_st = st.lists(st.sampled_from(["a", "b", " ", "  ", "\n", "é", "中", "�
 def test_fast_span_marks_equal_the_offset_tracking_ones(hf_tokenizer, texts, special):
     """The spelled-bytes path (encode_batch_fast) and the offset-tracking path mark the same tokens."""
     tok = load_tokenizer(str(hf_tokenizer))
-    assert tok._surfaces() is not None
+    assert tok.surfaces() is not None
     spans = _texts_and_spans(texts)
     fast_enc, fast_sup, fast_bad = tok.encode_with_spans(texts, spans, add_special_tokens=special)
-    slow_enc, slow_sup, slow_bad = tok._encode_with_edges(texts, spans, special)
+    slow_enc, slow_sup, slow_bad = tok.encode_with_spans(texts, spans, add_special_tokens=special,
+                                                          strategy="offsets")
     assert fast_enc.ids.tolist() == slow_enc.ids.tolist()
     assert fast_sup.tolist() == slow_sup.tolist()
     assert fast_bad == slow_bad == []
@@ -124,7 +125,7 @@ def test_a_normalizing_tokenizer_takes_the_offset_tracking_path(tmp_path):
                           trainers.BpeTrainer(vocab_size=60, special_tokens=["[UNK]", "</s>"], show_progress=False))
     t.save(str(tmp_path / "tokenizer.json"))
     tok = load_tokenizer(str(tmp_path / "tokenizer.json"))
-    assert tok._surfaces() is None
+    assert tok.surfaces() is None
     text = "Say: HELLO ﬁne world"
     enc, sup, bad = tok.encode_with_spans([text], [[(5, len(text))]])
     encoding = t.encode(text)
@@ -136,13 +137,11 @@ def test_a_normalizing_tokenizer_takes_the_offset_tracking_path(tmp_path):
 @given(texts=st.lists(pieces_st, min_size=1, max_size=6), special=st.booleans())
 def test_sentencepiece_fast_marks_equal_the_proto_ones(spm_model, texts, special):
     """Batched ids + spelled bytes mark the same tokens as SentencePiece's per-row offset protos."""
-    from datakit.tokenization.base import Tokenizer
-
     tok = load_tokenizer(str(spm_model))
     texts = [t.replace("<|im_end|>", "") for t in texts]  # control-token text takes the proto path anyway
     spans = _texts_and_spans(texts)
     fast = tok.encode_with_spans(texts, spans, add_special_tokens=special)
-    proto = Tokenizer.encode_with_spans(tok, texts, spans, add_special_tokens=special)
+    proto = tok.encode_with_spans(texts, spans, add_special_tokens=special, strategy="offsets")
     assert fast[0].ids.tolist() == proto[0].ids.tolist()
     assert fast[1].tolist() == proto[1].tolist()
     assert fast[2] == proto[2] == []
@@ -157,12 +156,12 @@ def test_fast_marks_with_a_post_processor_that_appends_eos(hf_tokenizer, tmp_pat
         single="<s> $A </s>", special_tokens=[("<s>", rust.token_to_id("<s>")), ("</s>", rust.token_to_id("</s>"))])
     rust.save(str(tmp_path / "tokenizer.json"))
     tok = load_tokenizer(str(tmp_path / "tokenizer.json"))
-    assert tok._added_by_post_processor(True) == (1, 1)
+    assert tok.added_around(True) == (1, 1)
     texts = ["Hello world 中文 🙂", "", "  spaced\tout  "]
     spans = _texts_and_spans(texts)
-    fast = tok.encode_with_spans(texts, spans)
-    slow = tok._encode_with_edges(texts, spans, True)
-    assert tok._surfaces().byte_offsets(fast[0].ids, fast[0].lengths, [t.encode() for t in texts],
+    fast = tok.encode_with_spans(texts, spans, strategy="spelled")
+    slow = tok.encode_with_spans(texts, spans, strategy="offsets")
+    assert tok.surfaces().byte_offsets(fast[0].ids, fast[0].lengths, [t.encode() for t in texts],
                                         n_pre=1, n_post=1) is not None  # the spelled path was taken
     assert fast[0].ids.tolist() == slow[0].ids.tolist() and fast[1].tolist() == slow[1].tolist()
     assert fast[2] == slow[2] == []
