@@ -10,6 +10,7 @@ class Progress:
         self.silent = silent
         self.sft = sft
         self._last = 0.0
+        self._counts = None
         self.bar = None
         if not silent:
             from tqdm import tqdm
@@ -22,12 +23,17 @@ class Progress:
             self.bar.update(nbytes)
 
     def update_counts(self, steps, *, rows: int) -> None:
+        """Show the counts, at most every 0.2 s; ``close`` shows the last ones given."""
         if self.bar is None:
             return
+        self._counts = (steps, rows)
         now = time.monotonic()
         if now - self._last < 0.2:
             return
         self._last = now
+        self._show(steps, rows)
+
+    def _show(self, steps, rows: int) -> None:
         docs = sum(s.stats.get("documents_read", 0) + s.stats.get("rows_read", 0) for s in steps)
         tokens = sum(s.stats.get("tokens_read", 0) for s in steps)
         label = "rows" if self.sft else "blocks"
@@ -36,6 +42,8 @@ class Progress:
 
     def close(self) -> None:
         if self.bar is not None:
+            if self._counts is not None:
+                self._show(*self._counts)
             self.bar.close()
 
     def writing(self, total: int):

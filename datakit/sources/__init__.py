@@ -11,7 +11,8 @@ from ..errors import SourceError
 from ..recipe import SourceConfig
 from ..transforms.base import numeric_array, with_columns
 from .formats import SCHEMAS, to_batch
-from .readers import FileInfo, expand, read_file
+from .paths import expand
+from .readers import FileInfo, read_file
 
 __all__ = ["SCHEMAS", "FileInfo", "expand", "read_source"]
 

@@ -3,25 +3,26 @@
 Reading streams: JSONL, text, Parquet, CSV and dataset folders are read a chunk at a time, so
 memory follows the chunk size, not the input size. A JSON array file is read whole (such files are
 instruction sets of a few MB) but parsed a chunk of records at a time; a plain-text file without
-``document_separator`` is one document.
+``document_separator`` is one document. Every chunk says how many bytes of the file it covers, for
+the progress bar.
+
+Files are read as their user means them: a UTF-8 byte order mark at the start of a file is not
+data, and a text file's CRLF (or CR) line ends read as LF, before ``document_separator`` splits it.
 """
 from __future__ import annotations
 
-import glob as globlib
 import hashlib
 import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from ..errors import SourceError
+from .paths import JSONL_SUFFIXES, is_dataset_folder
 
 CHUNK_ROWS = 500
 CHUNK_BYTES = 4 << 20
-TEXT_SUFFIXES = {".txt", ".text", ".md"}
-JSONL_SUFFIXES = {".jsonl", ".ndjson"}
-KNOWN_SUFFIXES = TEXT_SUFFIXES | JSONL_SUFFIXES | {".json", ".parquet", ".csv"}
 
 
 @dataclass
@@ -42,30 +43,6 @@ class FileInfo:
     _hash: object = field(default_factory=hashlib.sha256, repr=False)
 
 
-def is_dataset_folder(p: Path) -> bool:
-    return p.is_dir() and ((p / "dataset_info.json").is_file() or (p / "dataset_dict.json").is_file()
-                           or (p / "state.json").is_file())
-
-
-def expand(path: str) -> list[Path]:
-    """A file, a glob or a folder -> the files (or dataset folders) to read, in sorted order."""
-    p = Path(path)
-    if any(ch in path for ch in "*?["):
-        found = sorted(Path(x) for x in globlib.glob(path, recursive=True))
-        found = [f for f in found if (f.is_file() and f.suffix in KNOWN_SUFFIXES) or is_dataset_folder(f)]
-        if not found:
-            raise SourceError("no input files match this pattern", file=path)
-        return found
-    if not p.exists():
-        raise SourceError("file not found", file=path)
-    if p.is_file() or is_dataset_folder(p):
-        return [p]
-    found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in KNOWN_SUFFIXES)
-    if not found:
-        raise SourceError(f"folder holds no readable files ({', '.join(sorted(KNOWN_SUFFIXES))})", file=path)
-    return found
-
-
 def _decode(raw: bytes, file: str, first_line: int) -> str:
     try:
         return raw.decode("utf-8")
@@ -81,6 +58,8 @@ def read_jsonl(path: Path, info: FileInfo) -> Iterator[Chunk]:
         for lineno, raw in enumerate(f, 1):
             info._hash.update(raw)
             nbytes += len(raw)
+            if lineno == 1:
+                raw = _without_bom(raw)
             if not raw.strip():
                 continue
             text = _decode(raw, name, lineno)
@@ -97,112 +76,94 @@ def read_jsonl(path: Path, info: FileInfo) -> Iterator[Chunk]:
 
 
 _SPACE = re.compile(r"[ \t\n\r]*")
-_SPACE_BYTES = re.compile(rb"[ \t\n\r]*")
-_HEAD = 1 << 20  # bytes decoded before the first records are parsed; the rest follows
+BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark, which Windows editors put at the start of a file
+
+
+def _without_bom(raw: bytes) -> bytes:
+    return raw[len(BOM):] if raw.startswith(BOM) else raw
 
 
 def read_json(path: Path, info: FileInfo) -> Iterator[Chunk]:
-    """A JSON array of records (or one record object). The array is parsed a chunk of records at
-    a time, from its first megabyte on, so the first rows are on their way while the rest of the
-    file is still being decoded and parsed."""
+    """A JSON array of records (or one record object).
+
+    The file is decoded whole (a few MB of instructions decode in milliseconds) and the array is
+    parsed a record at a time, so rows go out in chunks and the progress bar moves with the parse.
+    ``ijson`` streams too, but its errors carry no line number; pyarrow reads only JSON Lines."""
     name = str(path)
     raw = path.read_bytes()
-    pos = _SPACE_BYTES.match(raw).end()  # white space is ASCII: the same index in characters
-    cut = max(pos + 1, min(len(raw), _HEAD))
-    while cut < len(raw) and (raw[cut] & 0xC0) == 0x80:  # not inside a UTF-8 character
-        cut += 1
-    head = _decode(raw[:cut], name, 1)
-    if head.startswith("[", pos):
-        yield from _json_array(raw, head, cut, pos + 1, name)
-    else:
-        text = head + _decode(raw[cut:], name, raw[:cut].count(b"\n") + 1)
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise SourceError(f"malformed JSON ({e.msg}, column {e.colno})", file=name, line=e.lineno) from None
-        if not isinstance(data, dict):
-            raise SourceError("a JSON file must hold an array of records (or one record object)", file=name)
-        yield Chunk([data], [f"{name}: row 0"], len(raw))  # one record (e.g. a single conversation)
-    info._hash.update(raw)  # hashing waits until the rows are out: only the manifest needs it
+    info._hash.update(raw)
+    size = len(raw)
+    text = _decode(_without_bom(raw), name, 1)
+    del raw
+    pos = _SPACE.match(text).end()
+    if text.startswith("[", pos):
+        yield from _json_array(text, pos + 1, name, size)
+        return
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SourceError(f"malformed JSON ({e.msg}, column {e.colno})", file=name, line=e.lineno) from None
+    if not isinstance(data, dict):
+        raise SourceError("a JSON file must hold an array of records (or one record object)", file=name)
+    yield Chunk([data], [f"{name}: row 0"], size)  # one record (e.g. a single conversation)
 
 
-def _json_array(raw: bytes, text: str, decoded: int, pos: int, name: str) -> Iterator[Chunk]:
-    """Records of the array starting at ``text[pos]``; ``text`` is ``raw[:decoded]`` decoded, and
-    the rest of ``raw`` is decoded the first time the parse reaches the end of what it has."""
+def _json_array(text: str, pos: int, name: str, size: int) -> Iterator[Chunk]:
+    """The records of the array whose ``[`` ends at ``text[pos]``, CHUNK_ROWS at a time. A chunk's
+    ``nbytes`` is the size in the file of the text parsed for it; the last one has the rest of ``size``."""
     decode = json.JSONDecoder().raw_decode
     space = _SPACE.match
     rows: list = []
-    row = 0
-    lines_before = 0  # newlines in the text already dropped
-
-    def more() -> bool:
-        nonlocal text, pos, decoded, lines_before
-        if decoded == len(raw):
-            return False
-        lines_before += text.count("\n", 0, pos)
-        text = text[pos:] + _decode(raw[decoded:], name, raw[:decoded].count(b"\n") + 1)
-        pos, decoded = 0, len(raw)
-        return True
-
-    def fail(message: str, at: int) -> SourceError:
-        return SourceError(message, file=name, line=lines_before + text.count("\n", 0, at) + 1)
-
-    def skip() -> None:
-        nonlocal pos
+    first = done = last = 0  # row number of rows[0]; bytes reported so far, up to text[last]
+    pos = space(text, pos).end()
+    closed = text.startswith("]", pos)
+    while not closed:
+        try:
+            record, pos = decode(text, pos)
+        except json.JSONDecodeError as e:  # its line and column count from the start of the file
+            raise SourceError(f"malformed JSON ({e.msg}, column {e.colno})", file=name, line=e.lineno) from None
+        rows.append(record)
         pos = space(text, pos).end()
-        while pos == len(text) and more():
-            pos = space(text, pos).end()
+        if text.startswith(",", pos):
+            pos = space(text, pos + 1).end()
+        elif text.startswith("]", pos):
+            closed = True
+        else:
+            raise SourceError("malformed JSON (expected ',' or ']' after a record)", file=name,
+                              line=text.count("\n", 0, pos) + 1)
+        if len(rows) == CHUNK_ROWS and not closed:
+            nbytes = len(text[last:pos].encode("utf-8"))
+            yield Chunk(rows, [f"{name}: row {first + i}" for i in range(len(rows))], nbytes)
+            first, done, last, rows = first + len(rows), done + nbytes, pos, []
+    end = space(text, pos + 1).end()
+    if end != len(text):
+        raise SourceError("malformed JSON (extra data after the array)", file=name,
+                          line=text.count("\n", 0, end) + 1)
+    yield Chunk(rows, [f"{name}: row {first + i}" for i in range(len(rows))], size - done)
 
-    skip()
-    if text.startswith("]", pos):
-        pos += 1
-    else:
-        while True:
-            try:
-                record, end = decode(text, pos)
-            except json.JSONDecodeError as e:
-                if more():
-                    continue
-                raise SourceError(f"malformed JSON ({e.msg}, column {e.colno})", file=name,
-                                  line=lines_before + e.lineno) from None
-            if end == len(text) and more():  # a number may go on past what is decoded
-                continue
-            rows.append(record)
-            if len(rows) == CHUNK_ROWS:
-                yield Chunk(rows, [f"{name}: row {row + i}" for i in range(len(rows))], 0)
-                row += len(rows)
-                rows = []
-            pos = end
-            skip()
-            if text.startswith(",", pos):
-                pos += 1
-                skip()
-                continue
-            if text.startswith("]", pos):
-                pos += 1
-                break
-            raise fail("malformed JSON (expected ',' or ']' after a record)", pos)
-    while more():
-        pass
-    if space(text, pos).end() != len(text):
-        raise fail("malformed JSON (extra data after the array)", space(text, pos).end())
-    yield Chunk(rows, [f"{name}: row {row + i}" for i in range(len(rows))], len(raw))
+
+def _newlines(text: str) -> str:
+    """CRLF and CR line ends read as LF, as Python's text mode reads them."""
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
 
 
 def read_text(path: Path, info: FileInfo, separator: str | None) -> Iterator[Chunk]:
-    """Plain text: one document per file, or per ``separator``-delimited piece (streamed)."""
+    """Plain text: one document per file, or per ``separator``-delimited piece (streamed). Line
+    ends are LF before the split, in the text and in the separator, so ``"\\n\\n"`` splits a CRLF
+    file where a blank line is."""
     name = str(path)
     if separator is None:
         raw = path.read_bytes()
         info._hash.update(raw)
-        yield Chunk([{"text": _decode(raw, name, 1)}], [f"{name}:1"], len(raw))
+        yield Chunk([{"text": _newlines(_decode(_without_bom(raw), name, 1))}], [f"{name}:1"], len(raw))
         return
+    separator = _newlines(separator)
     buf, line, rows, wheres, nbytes = "", 1, [], [], 0
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
             info._hash.update(raw)
             nbytes += len(raw)
-            buf += _decode(raw, name, lineno)
+            buf += _newlines(_decode(_without_bom(raw) if lineno == 1 else raw, name, lineno))
             while separator in buf:
                 doc, buf = buf.split(separator, 1)
                 if doc.strip():
@@ -219,13 +180,17 @@ def read_text(path: Path, info: FileInfo, separator: str | None) -> Iterator[Chu
         yield Chunk(rows, wheres, nbytes)
 
 
-def _arrow_chunks(batches, name: str, total_bytes: int) -> Iterator[Chunk]:
-    row = 0
+def _arrow_chunks(batches, name: str, size: int, at: Callable[[int], int]) -> Iterator[Chunk]:
+    """Rows of Arrow ``batches``; ``at(rows read)`` says how many of the file's ``size`` bytes
+    they cover, so the progress bar moves while a big file is read."""
+    row = done = 0
     for batch in batches:
         rows = batch.to_pylist()
-        yield Chunk(rows, [f"{name}: row {row + i}" for i in range(len(rows))])
         row += len(rows)
-    yield Chunk([], [], total_bytes)  # progress is counted in bytes, once the file is done
+        now = min(size, max(done, at(row)))
+        yield Chunk(rows, [f"{name}: row {row - len(rows) + i}" for i in range(len(rows))], now - done)
+        done = now
+    yield Chunk([], [], size - done)
 
 
 def _hash_file(path: Path, info: FileInfo) -> int:
@@ -245,16 +210,20 @@ def read_parquet(path: Path, info: FileInfo) -> Iterator[Chunk]:
         pf = pq.ParquetFile(path)
     except Exception as e:
         raise SourceError(f"not a readable Parquet file ({e})", file=str(path)) from None
-    yield from _arrow_chunks(pf.iter_batches(batch_size=CHUNK_ROWS), str(path), size)
+    total = max(1, pf.metadata.num_rows)
+    yield from _arrow_chunks(pf.iter_batches(batch_size=CHUNK_ROWS), str(path), size, lambda n: size * n // total)
 
 
 def read_csv(path: Path, info: FileInfo) -> Iterator[Chunk]:
+    """CSV through pyarrow's streaming reader (which skips a byte order mark)."""
+    import pyarrow as pa
     import pyarrow.csv as pcsv
 
     size = _hash_file(path, info)
     try:
-        reader = pcsv.open_csv(path, convert_options=pcsv.ConvertOptions(strings_can_be_null=False))
-        yield from _arrow_chunks(reader, str(path), size)
+        with pa.OSFile(str(path)) as f:
+            reader = pcsv.open_csv(f, convert_options=pcsv.ConvertOptions(strings_can_be_null=False))
+            yield from _arrow_chunks(reader, str(path), size, lambda n: f.tell())
     except Exception as e:
         if isinstance(e, SourceError):
             raise
@@ -276,7 +245,7 @@ def read_dataset_folder(path: Path, info: FileInfo) -> Iterator[Chunk]:
             size = _hash_file(arrow, info)
             with pa.memory_map(str(arrow)) as mm:
                 reader = pa.ipc.open_stream(mm)
-                yield from _arrow_chunks(_rebatch(reader), str(arrow), size)
+                yield from _arrow_chunks(_rebatch(reader), str(arrow), size, lambda n, mm=mm: mm.tell())
 
 
 def _rebatch(reader):

@@ -61,22 +61,41 @@ def test_a_json_array_is_parsed_in_chunks_and_equals_json_loads(tmp_path):
     assert files[0].sha256 == hashlib.sha256(p.read_bytes()).hexdigest() and files[0].records == 2345
 
 
-@pytest.mark.parametrize("head", [1, 2, 5, 17, 100, 1 << 20])
-def test_a_json_array_decoded_in_two_parts_reads_the_same(tmp_path, monkeypatch, head):
-    from datakit.sources import readers
-
-    monkeypatch.setattr(readers, "_HEAD", head)
-    records = [{"text": f"\u4e2d {i} \U0001F600"} for i in range(3)] + [12345, {"text": "é" * 3}] * 3
-    records = [r if isinstance(r, dict) else {"text": "n", "n": r} for r in records]
+@pytest.mark.parametrize("layout", ["compact", "indented", "crlf", "bom", "spaces"])
+def test_json_array_layouts_read_as_json_loads_does(tmp_path, layout):
+    records = [{"text": f"\u4e2d {i} \U0001F600", "n": 12345 if i % 2 else 1.5e-3} for i in range(7)]
+    body = {"compact": json.dumps(records, ensure_ascii=False),
+            "indented": json.dumps(records, indent=2, ensure_ascii=False),
+            "crlf": json.dumps(records, indent=1, ensure_ascii=False).replace("\n", "\r\n"),
+            "bom": "\ufeff" + json.dumps(records, ensure_ascii=False),
+            "spaces": " \n [ \n" + " ,\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n ] \n"}[layout]
     p = tmp_path / "a.json"
-    p.write_text(" [\n" + ",\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n] \n", encoding="utf-8")
+    p.write_bytes(body.encode("utf-8"))
     rows, _ = read(p)
-    assert [r["text"] for r in rows] == [r["text"] for r in records]
+    assert [r["text"] for r in rows] == [r["text"] for r in json.loads(body.lstrip("\ufeff"))]
     bad = tmp_path / "bad.json"
-    bad.write_text("[\n" + ",\n".join(json.dumps(r, ensure_ascii=False) for r in records) + ",\n{oops}]",
-                   encoding="utf-8")
-    with pytest.raises(SourceError, match=f"bad.json:{len(records) + 2}: malformed JSON"):
+    lines = body.lstrip("\ufeff").rstrip().rstrip("]").rstrip().split("\n")
+    bad.write_bytes(("\n".join(lines) + ",\n{oops}]").encode("utf-8"))
+    with pytest.raises(SourceError, match=f"bad.json:{len(lines) + 1}: malformed JSON"):
         read(bad)
+
+
+def test_a_json_array_reports_its_bytes_as_it_is_parsed(tmp_path):
+    """The progress bar moves during the parse of a big array (it used to sit at 0% until the end)."""
+    from datakit.sources.readers import CHUNK_ROWS
+
+    records = [{"text": "é" * (i % 50), "i": i} for i in range(5 * CHUNK_ROWS + 3)]
+    p = tmp_path / "a.json"
+    p.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
+    seen = []
+    files = []
+    for b in read_source(SourceConfig(path=str(p)), files=files, on_bytes=seen.append):
+        assert b.num_rows
+    assert sum(seen) == p.stat().st_size == files[0].bytes
+    assert len(seen) == 6 and all(n > 0 for n in seen)
+    for k in range(1, 6):  # each chunk reports the bytes parsed up to its last record and the comma
+        parsed = json.dumps(records[:k * CHUNK_ROWS], ensure_ascii=False)[:-1] + ", "
+        assert sum(seen[:k]) == len(parsed.encode())
 
 
 def test_jsonl_is_read_in_chunks(tmp_path):
@@ -116,3 +135,54 @@ def test_missing_paths(tmp_path):
     (tmp_path / "empty_dir").mkdir()
     with pytest.raises(SourceError, match="folder holds no readable files"):
         read(tmp_path / "empty_dir")
+
+
+DOCS = [f"Document {i} starts here.\nIts second line, {i}.\n" for i in range(18)]
+
+
+@pytest.mark.parametrize("eol", ["\n", "\r\n", "\r"])
+@pytest.mark.parametrize("bom", [False, True])
+@pytest.mark.parametrize("separator", [None, "\n\n", "\r\n\r\n"])
+def test_text_reads_as_python_text_mode_does(tmp_path, eol, bom, separator):
+    """A BOM is not data and CRLF/CR line ends read as LF (Python's universal newlines), before
+    the separator splits the file: 18 documents, whatever editor wrote them."""
+    p = tmp_path / "t.txt"
+    p.write_bytes((b"\xef\xbb\xbf" if bom else b"") + "\n".join(DOCS).replace("\n", eol).encode("utf-8"))
+    with open(p, encoding="utf-8-sig", newline=None) as f:  # the reference: Python's own text mode
+        expected = f.read()
+    rows, files = read(p, document_separator=separator)
+    if separator is None:
+        assert [r["text"] for r in rows] == [expected]
+    else:
+        assert [r["text"] for r in rows] == [d for d in expected.split("\n\n") if d.strip()]
+        assert len(rows) == 18
+        assert [r["_where"] for r in rows] == [f"{p}:{1 + 3 * i}" for i in range(18)]
+    assert files[0].bytes == p.stat().st_size
+
+
+@pytest.mark.parametrize("name, body", [
+    ("a.jsonl", '{"text": "first"}\n{"text": "second"}\n'),
+    ("a.json", '[{"text": "first"}, {"text": "second"}]'),
+    ("o.json", '{"text": "first"}'),
+    ("a.csv", "text\nfirst\nsecond\n"),
+])
+def test_a_bom_is_accepted_in_json_jsonl_and_csv(tmp_path, name, body):
+    p = tmp_path / name
+    p.write_bytes(b"\xef\xbb\xbf" + body.encode("utf-8"))
+    rows, _ = read(p)
+    assert [r["text"] for r in rows] == ["first", "second"][:len(rows)] and rows
+
+
+def test_arrow_readers_report_bytes_as_they_go(tmp_path, monkeypatch):
+    from datakit.sources import readers
+
+    monkeypatch.setattr(readers, "CHUNK_ROWS", 100)
+    texts = [f"row {i} " + "x" * (i % 37) for i in range(1000)]
+    pq.write_table(pa.table({"text": texts}), tmp_path / "t.parquet", row_group_size=100)
+    for p in [tmp_path / "t.parquet"]:
+        seen = []
+        rows = [r for b in read_source(SourceConfig(path=str(p)), files=[], on_bytes=seen.append)
+                for r in b.to_pylist()]
+        assert [r["text"] for r in rows] == texts
+        assert sum(seen) == p.stat().st_size
+        assert sum(1 for n in seen if n > 0) >= 5
