@@ -6,7 +6,8 @@ from .errors import DatakitError, OutputError, RecipeError, SourceError, Templat
 # The rest of the API loads on first use, so `import datakit.cli` (the command line) stays light
 # until a command runs.
 _LAZY = {
-    "build": ("builder", "build"), "load": ("builder", "load"), "load_manifest": ("builder", "read_manifest"),
+    "build": ("builder", "build"), "load": ("writers.manifest", "load"),
+    "load_manifest": ("writers.manifest", "read_manifest"),
     "run_build": ("builder", "run_build"), "Recipe": ("recipe", "Recipe"), "load_recipe": ("recipe", "load_recipe"),
     "IGNORE_INDEX": ("transforms.base", "IGNORE_INDEX"),
 }

@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from .errors import DatakitError
 from .pieces import Piece, pieces, visible
+from .writers.manifest import read_manifest
 
 IGNORE_INDEX = -100
 
@@ -55,10 +56,7 @@ class Build:
 
 def open_build(path: str | Path, *, load_tokenizer: bool = True) -> Build:
     p = Path(path)
-    manifest_path = p / "manifest.json"
-    if not manifest_path.is_file():
-        raise DatakitError(f"{p} is not a datakit build (no manifest.json)")
-    manifest = json.loads(manifest_path.read_text("utf-8"))
+    manifest = read_manifest(p)
     splits = {}
     for name in json.loads((p / "dataset_dict.json").read_text("utf-8"))["splits"]:
         state = json.loads((p / name / "state.json").read_text("utf-8"))

@@ -128,7 +128,7 @@ def train(data: str | Path, *, model: str, config: TrainConfig | None = None, ou
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 
-    from .builder import load, read_manifest
+    from .writers.manifest import load, read_manifest
 
     cfg = config or TrainConfig()
     data = Path(data)

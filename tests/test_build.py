@@ -124,7 +124,7 @@ def test_split_is_deterministic_and_byte_identical(tmp_path, make_recipe, hf_tok
 def test_rows_spilled_to_files_give_the_same_build(tmp_path, make_recipe, hf_tokenizer, monkeypatch, held):
     """Small builds stay in memory; past IN_MEMORY bytes rows go to files (from the first batch
     on, or after some were held) and are read back row by row. Every way gives the same bytes."""
-    from datakit.writers import arrow
+    from datakit.writers import spill as arrow
 
     src = tmp_path / "c.txt"
     src.write_text(CORPUS * 3)

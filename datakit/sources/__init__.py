@@ -14,7 +14,16 @@ from .formats import SCHEMAS, to_batch
 from .paths import expand
 from .readers import FileInfo, read_file
 
-__all__ = ["SCHEMAS", "FileInfo", "expand", "read_source"]
+__all__ = ["SCHEMAS", "FileInfo", "expand", "input_bytes", "read_source"]
+
+
+def input_bytes(sources: list[SourceConfig]) -> int:
+    """The bytes the sources will read (a dataset folder counts its Arrow files): the progress total."""
+    total = 0
+    for cfg in sources:
+        for p in expand(cfg.path):
+            total += p.stat().st_size if p.is_file() else sum(f.stat().st_size for f in p.rglob("*.arrow"))
+    return total
 
 
 def read_source(cfg: SourceConfig, *, files: list[FileInfo], index: int = 0, first_row: int = 0,

@@ -1,18 +1,47 @@
 """Transforms: the recipe's ordered steps, each a RecordBatch -> RecordBatches callable."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 from ..recipe import Recipe
 from ..tokenization import Tokenizer
 from .base import IGNORE_INDEX, BaseStep, Step
 from .pack import Pack
 from .tokenize import TokenizeText
 
-__all__ = ["IGNORE_INDEX", "BaseStep", "Step", "Pack", "TokenizeText", "make_steps"]
+__all__ = ["IGNORE_INDEX", "BaseStep", "Step", "Pack", "TokenizeText", "make_steps", "opened_steps"]
+
+
+@contextmanager
+def opened_steps(recipe: Recipe, tokenizer: Tokenizer) -> Iterator[list[Step]]:
+    """The recipe's steps, each closed once when the block ends (``ok`` tells whether it raised),
+    also when building a later step fails (a filter's rejects file is never left behind)."""
+    steps: list[Step] = []
+    try:
+        _make_steps(recipe, tokenizer, into=steps)
+        yield steps
+    except BaseException:
+        _close(steps, ok=False)
+        raise
+    _close(steps, ok=True)
+
+
+def _close(steps: list[Step], *, ok: bool) -> None:
+    for step in steps:
+        if hasattr(step, "close"):
+            step.close(ok=ok)
 
 
 def make_steps(recipe: Recipe, tokenizer: Tokenizer) -> list[Step]:
     """Build the recipe's steps in order. Optional dependencies are checked here, not at import."""
     steps: list[Step] = []
+    _make_steps(recipe, tokenizer, into=steps)
+    return steps
+
+
+def _make_steps(recipe: Recipe, tokenizer: Tokenizer, *, into: list[Step]) -> None:
+    steps = into
     for cfg in recipe.transforms:
         name, opts = cfg.name, cfg.options
         if name == "tokenize":
@@ -39,4 +68,3 @@ def make_steps(recipe: Recipe, tokenizer: Tokenizer) -> list[Step]:
             from .filter import Filter
 
             steps.append(Filter(opts, tokenizer=tokenizer))
-    return steps

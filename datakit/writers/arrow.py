@@ -1,188 +1,72 @@
-"""Writing a build: a spill file during the build, then the ``save_to_disk`` layout per split.
+"""The ``hf`` writer: the ``save_to_disk`` layout that ``datasets.load_from_disk`` opens.
 
-Rows are held in memory up to 64 MB, then spilled to flat column files as they are made, so
-memory stays flat however large the input. The splits are then gathered a chunk at a time, and
-the allocator's free pages are released after every chunk, so the resident set stays at one chunk
-however many rows the build has.
+Per split a folder with one Arrow stream file, ``dataset_info.json`` and ``state.json``; the
+build folder gets ``dataset_dict.json`` listing the splits. Batches arrive a chunk at a time
+(``stages.write``), so the writer holds one chunk however large the split.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 
-from ..transforms.base import NUMPY_TYPES, flat_lists, model_batch
+from .spill import COLUMNS
 
-COLUMNS = {"input_ids": pa.int32(), "attention_mask": pa.int8(), "labels": pa.int32()}
 FEATURES = {name: {"feature": {"dtype": str(t), "_type": "Value"}, "_type": "List"}
             for name, t in COLUMNS.items()}
-TAKE_ROWS = 1024  # ~9 MB of 1024-token rows per gather: small transient peaks, few writes
-IN_MEMORY = 64 << 20  # rows are held in memory up to this size, and spilled to files past it
-_DTYPES = {name: np.dtype(NUMPY_TYPES[t]) for name, t in COLUMNS.items()}
+FILENAME = "data-00000-of-00001.arrow"
 
 
-def output_schema(extra: dict[str, pa.DataType] | None = None) -> pa.Schema:
+def output_schema() -> pa.Schema:
     """The Arrow schema of a split, with the ``huggingface`` metadata `datasets` reads Features from."""
     fields = [pa.field(n, pa.list_(t)) for n, t in COLUMNS.items()]
     meta = {"huggingface": json.dumps({"info": {"features": FEATURES}})}
     return pa.schema(fields, metadata=meta)
 
 
-class SpillWriter:
-    """Holds output rows as flat columns: in memory while they are few (``IN_MEMORY`` bytes), then
-    in flat binary files, one per column, plus the row lengths.
+class ArrowWriter:
+    """Writes every split in the ``save_to_disk`` layout. ``fingerprint`` (the build's inputs
+    fingerprint) seeds each split's ``_fingerprint``, so `datasets` caches stay per build."""
 
-    Flat files make the later gather a positioned read per row into the output buffer.
-    """
+    name = "hf"
 
-    def __init__(self, folder: Path):
+    def __init__(self, *, fingerprint: str):
+        self.fingerprint = fingerprint
+
+    def open(self, folder: Path, split: str) -> "ArrowSplit":
+        fingerprint = hashlib.sha256(f"{self.fingerprint}:{split}".encode()).hexdigest()[:16]
+        return ArrowSplit(folder / split, fingerprint=fingerprint)
+
+    def finish(self, folder: Path, splits: list[str]) -> None:
+        (folder / "dataset_dict.json").write_text(json.dumps({"splits": splits}))
+
+
+class ArrowSplit:
+    """One split's folder; ``write`` appends a batch, ``close`` writes the metadata files."""
+
+    def __init__(self, folder: Path, *, fingerprint: str):
+        folder.mkdir(parents=True)
         self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
-        self._files: dict | None = None
-        self._held: dict[str, list[np.ndarray]] = {name: [] for name in COLUMNS}
-        self._held_bytes = 0
-        self.lengths_parts: list[np.ndarray] = []
-        self.meta_parts: dict[str, list[np.ndarray]] = {"source": [], "group": [], "hash": []}
+        self.fingerprint = fingerprint
+        self.schema = output_schema()
         self.rows = 0
-        self._whole: dict[str, np.ndarray] | None = None
+        self._sink = pa.OSFile(str(folder / FILENAME), "wb")
+        self._writer = pa.ipc.new_stream(self._sink, self.schema)
 
     def write(self, batch: pa.RecordBatch) -> None:
-        lengths = None
-        for name in COLUMNS:
-            values, lengths = flat_lists(batch.column(name), lengths)
-            values = np.ascontiguousarray(values, dtype=_DTYPES[name])
-            if name == "input_ids":
-                self.meta_parts["hash"].append(_row_hashes(values, lengths))
-            if self._files is None:
-                self._held[name].append(values)
-                self._held_bytes += values.nbytes
-            else:
-                values.tofile(self._files[name])
-        if self._files is None and self._held_bytes > IN_MEMORY:
-            self._spill()
-        n = batch.num_rows
-        names = batch.schema.names
-        self.meta_parts["source"].append(batch.column("_source").to_numpy() if "_source" in names
-                                         else np.zeros(n, np.int32))
-        self.meta_parts["group"].append(batch.column("_group").to_numpy() if "_group" in names
-                                        else np.full(n, -1, np.int64))
-        self.lengths_parts.append(lengths.astype(np.int64))
-        self.rows += n
-
-    def _spill(self) -> None:
-        """From here on, rows go to the files (the ones held so far first)."""
-        self._files = {name: open(self.folder / f"{name}.bin", "wb") for name in COLUMNS}
-        for name, parts in self._held.items():
-            for values in parts:
-                values.tofile(self._files[name])
-        self._held = {name: [] for name in COLUMNS}
-        self._held_bytes = 0
-
-    def meta(self, key: str) -> np.ndarray:
-        """Per row: ``source`` index, ``group`` (-1: none yet) or content ``hash`` of its input_ids."""
-        parts = self.meta_parts[key]
-        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        self._writer.write_batch(batch.replace_schema_metadata(self.schema.metadata))
+        self.rows += batch.num_rows
 
     def close(self) -> None:
-        for f in (self._files or {}).values():
-            f.close()
-
-    def release(self) -> None:
-        """Drop the rows held for the gather."""
-        self._whole = None
-        self._held = {name: [] for name in COLUMNS}
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.concatenate(self.lengths_parts) if self.lengths_parts else np.zeros(0, np.int64)
-
-    def gather(self, rows: np.ndarray, offsets: np.ndarray) -> pa.RecordBatch:
-        """Rows ``rows`` (in that order) as one output batch; ``offsets`` = cumsum of lengths.
-
-        Held rows are picked in memory. From the files, each row is read with ``pread`` straight into the output buffer. A memory map would be
-        simpler, but the kernel maps ~64 KB of cached neighbours around every page touched, so
-        random rows of a large spill would pull most of it into the resident set.
-        """
-        lengths = offsets[rows + 1] - offsets[rows]
-        out_starts = np.zeros(len(rows) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=out_starts[1:])
-        if self._files is None:  # the rows are held: one fancy index per column
-            if self._whole is None:
-                self._whole = {n: np.concatenate(parts) if parts else np.zeros(0, _DTYPES[n])
-                               for n, parts in self._held.items()}
-                self._held = {name: [] for name in COLUMNS}
-            at = np.repeat(offsets[rows] - out_starts[:-1], lengths) + np.arange(int(out_starts[-1]))
-            cols = {n: values[at] for n, values in self._whole.items()}
-            return model_batch(cols["input_ids"], lengths, attention=cols["attention_mask"], labels=cols["labels"])
-        cols = {}
-        for name, dtype in _DTYPES.items():
-            buf = np.empty(int(out_starts[-1]), dtype=dtype)
-            view = memoryview(buf).cast("B")
-            size = dtype.itemsize
-            fd = os.open(self.folder / f"{name}.bin", os.O_RDONLY)
-            try:
-                for row, start, n in zip(rows.tolist(), out_starts[:-1].tolist(), lengths.tolist()):
-                    if n:
-                        os.preadv(fd, [view[start * size:(start + n) * size]], int(offsets[row]) * size)
-            finally:
-                os.close(fd)
-            cols[name] = buf
-        return model_batch(cols["input_ids"], lengths, attention=cols["attention_mask"], labels=cols["labels"])
-
-
-_MIX = np.random.default_rng(20240607).integers(1, 2**63, size=4096, dtype=np.uint64) | np.uint64(1)
-
-
-def _row_hashes(values: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """A 64-bit content hash per row: sum of id * a position-keyed odd constant (wrapping), plus length."""
-    if len(lengths) == 0:
-        return np.zeros(0, np.uint64)
-    starts = np.zeros(len(lengths), dtype=np.int64)
-    np.cumsum(lengths[:-1], out=starts[1:])
-    pos = np.arange(len(values)) - np.repeat(starts, lengths)
-    np.bitwise_and(pos, len(_MIX) - 1, out=pos)  # len(_MIX) is a power of two
-    contrib = values.astype(np.uint64)
-    contrib += np.uint64(1)
-    contrib *= _MIX[pos]
-    out = np.zeros(len(lengths), dtype=np.uint64)
-    nonempty = lengths > 0
-    out[nonempty] = np.add.reduceat(contrib, starts[nonempty]) if len(contrib) else 0
-    return out ^ (lengths.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
-
-
-def write_split(spill: SpillWriter, indices: np.ndarray, folder: Path, *, fingerprint: str,
-                on_rows=lambda n: None) -> dict:
-    """Gather ``indices`` from the spill into ``folder`` in the ``save_to_disk`` layout."""
-    folder.mkdir(parents=True)
-    filename = "data-00000-of-00001.arrow"
-    schema = output_schema()
-    tokens = 0
-    offsets = np.zeros(spill.rows + 1, dtype=np.int64)
-    np.cumsum(spill.lengths, out=offsets[1:])
-    with pa.OSFile(str(folder / filename), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
-        for start in range(0, len(indices), TAKE_ROWS):
-            batch = spill.gather(indices[start:start + TAKE_ROWS], offsets).replace_schema_metadata(schema.metadata)
-            writer.write_batch(batch)
-            tokens += len(batch.column("input_ids").values)
-            on_rows(batch.num_rows)
-            del batch
-            # mimalloc keeps freed pages for reuse; hand them back so each chunk starts from the same RSS.
-            pa.default_memory_pool().release_unused()
-        if len(indices) == 0:
-            writer.write_batch(pa.RecordBatch.from_pylist([], schema=schema))
-    info = {"citation": "", "description": "", "features": FEATURES, "homepage": "", "license": ""}
-    (folder / "dataset_info.json").write_text(json.dumps(info, indent=2, sort_keys=False))
-    state = {"_data_files": [{"filename": filename}],
-             "_fingerprint": hashlib.sha256(f"{fingerprint}:{folder.name}".encode()).hexdigest()[:16],
-             "_format_columns": None, "_format_kwargs": {}, "_format_type": None,
-             "_output_all_columns": False, "_split": None}
-    (folder / "state.json").write_text(json.dumps(state, indent=2))
-    return {"rows": int(len(indices)), "tokens": int(tokens)}
-
-
-def write_dataset_dict(folder: Path, splits: list[str]) -> None:
-    (folder / "dataset_dict.json").write_text(json.dumps({"splits": splits}))
+        if self.rows == 0:
+            self._writer.write_batch(pa.RecordBatch.from_pylist([], schema=self.schema))
+        self._writer.close()
+        self._sink.close()
+        info = {"citation": "", "description": "", "features": FEATURES, "homepage": "", "license": ""}
+        (self.folder / "dataset_info.json").write_text(json.dumps(info, indent=2, sort_keys=False))
+        state = {"_data_files": [{"filename": FILENAME}], "_fingerprint": self.fingerprint,
+                 "_format_columns": None, "_format_kwargs": {}, "_format_type": None,
+                 "_output_all_columns": False, "_split": None}
+        (self.folder / "state.json").write_text(json.dumps(state, indent=2))

@@ -13,8 +13,7 @@ import uuid
 from pathlib import Path
 
 from ..errors import OutputError
-
-MANIFEST = "manifest.json"
+from .manifest import MANIFEST
 
 
 def _pid_alive(pid: int) -> bool:

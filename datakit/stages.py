@@ -1,0 +1,110 @@
+"""The stages of a build and what each hands to the next.
+
+    read -> steps -> spill -> plan -> write -> manifest
+
+- **read**: ``shards(recipe)`` lists the units an engine reads (one per source, recipe order);
+  ``read(shards)`` streams their canonical batches with the provenance columns.
+- **steps**: the recipe's steps (``transforms/``) map those batches; ``executor.run_chain`` runs
+  them in this process. Steps that run after the split are kept for the write stage.
+- **spill**: every row the steps make goes into a ``SpillWriter`` (``writers/spill.py``), which
+  keeps per row its source, group, content hash and length for the plan.
+  An engine (``engines/``) runs read -> steps -> spill: locally, or over shards elsewhere.
+- **plan**: ``plan.plan_splits(recipe, rows) -> SplitPlan``: mixing, then the split.
+- **write**: ``write(plan, rows, folder, ...)``: each split's rows (``SplitRows``), gathered a
+  chunk at a time, run through the post-split steps and into every writer (``writers/``).
+- **manifest**: ``writers.manifest.assemble`` records what was read, counted and written.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from .executor import run_chain
+from .plan import SplitPlan
+from .recipe import Recipe, SourceConfig
+from .sources import FileInfo, read_source
+from .transforms.base import Step
+from .writers import Writer
+from .writers.spill import SpillWriter
+
+TAKE_ROWS = 1024  # rows gathered per chunk: ~9 MB of 1024-token rows, small transient peaks, few writes
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One unit of reading: a source of the recipe (its rows get ``_source = index``)."""
+
+    index: int
+    config: SourceConfig
+
+
+def shards(recipe: Recipe) -> list[Shard]:
+    return [Shard(i, cfg) for i, cfg in enumerate(recipe.sources)]
+
+
+def read(parts: Iterable[Shard], *, files: list[FileInfo],
+         on_bytes: Callable[[int], None] = lambda n: None) -> Iterator[pa.RecordBatch]:
+    """The shards' batches in order. ``_group`` numbers rows across the whole build, so every input
+    row starts in its own split group. ``files`` receives a FileInfo per file read."""
+    first_row = 0
+    for shard in parts:
+        for batch in read_source(shard.config, files=files, index=shard.index, first_row=first_row,
+                                 on_bytes=on_bytes):
+            first_row += batch.num_rows
+            yield batch
+
+
+@dataclass
+class SplitRows:
+    """The rows of one split: spill row numbers in output order. A post-split step that needs
+    the whole split first (best-fit packing) reads ``lengths`` in ``begin_split`` and may return
+    a reordered ``SplitRows``; the rows themselves are gathered a chunk at a time."""
+
+    name: str
+    indices: np.ndarray
+    rows: SpillWriter = field(repr=False)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return self.rows.lengths[self.indices]
+
+    def batches(self, *, chunk: int = TAKE_ROWS) -> Iterator[pa.RecordBatch]:
+        offsets = np.zeros(self.rows.rows + 1, dtype=np.int64)
+        np.cumsum(self.rows.lengths, out=offsets[1:])
+        for start in range(0, len(self.indices), chunk):
+            yield self.rows.gather(self.indices[start:start + chunk], offsets)
+
+
+def write(plan: SplitPlan, rows: SpillWriter, folder: Path, *, writers: list[Writer], split_steps: list[Step] = (),
+          on_rows: Callable[[int], None] = lambda n: None) -> dict[str, dict]:
+    """Write every split through ``split_steps`` (flushed at the end of each split) into every
+    writer; returns rows and tokens per split."""
+    written = {}
+    for name, indices in plan.splits.items():
+        split = SplitRows(name, indices, rows)
+        for step in split_steps:
+            begin = getattr(step, "begin_split", None)
+            if begin is not None:
+                split = begin(split)
+        sinks = [writer.open(folder, name) for writer in writers]
+        n_rows = tokens = 0
+        for batch in run_chain(split.batches(), list(split_steps)) if split_steps else split.batches():
+            for sink in sinks:
+                sink.write(batch)
+            n_rows += batch.num_rows
+            tokens += len(batch.column("input_ids").values)
+            on_rows(batch.num_rows)
+            del batch
+            # mimalloc keeps freed pages for reuse; hand them back so each chunk starts from the same RSS.
+            pa.default_memory_pool().release_unused()
+        for sink in sinks:
+            sink.close()
+        written[name] = {"rows": int(n_rows), "tokens": int(tokens)}
+    rows.release()
+    for writer in writers:
+        writer.finish(folder, list(plan.splits))
+    return written

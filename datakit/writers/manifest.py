@@ -1,0 +1,91 @@
+"""``manifest.json``: what a build was made from and what it holds, and opening a finished build.
+
+The manifest records the recipe, the tokenizer, every input file with its sha256, the steps'
+counts, what each split and each source holds, the row lengths and the steps' timings. The
+inputs fingerprint (tokenizer + input hashes + recipe) names the build's content.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..errors import DatakitError
+
+MANIFEST = "manifest.json"
+
+
+def nest_counts(counts: Counter) -> dict:
+    """``{"rows_dropped.overlong": 3}`` -> ``{"rows_dropped": {"overlong": 3}}``, keys sorted."""
+    out: dict = {}
+    for key in sorted(counts):
+        value = int(counts[key])
+        if "." in key:
+            head, tail = key.split(".", 1)
+            out.setdefault(head, {})[tail] = value
+        else:
+            out[key] = value
+    for key in ("tokens_dropped", "rows_dropped"):
+        out.setdefault(key, {})
+    return out
+
+
+def inputs_fingerprint(*, recipe: dict, tokenizer: str, inputs: list[dict]) -> str:
+    """sha256 over the tokenizer's fingerprint, every input's sha256 and the recipe."""
+    h = hashlib.sha256(tokenizer.encode())
+    for f in inputs:
+        h.update(f["sha256"].encode())
+    h.update(json.dumps(recipe, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def length_stats(lengths: np.ndarray) -> dict:
+    return {"min": int(lengths.min()), "mean": round(float(lengths.mean()), 2), "max": int(lengths.max())}
+
+
+def assemble(*, kind: str, recipe: dict, tokenizer: dict, inputs: list[dict], fingerprint: str, counts: Counter,
+             splits: dict[str, dict], sources: list[dict], lengths: np.ndarray, timings: dict[str, float]) -> dict:
+    """The manifest of a finished build (its keys in the order readers see them)."""
+    return {
+        "datakit_version": __version__,
+        "kind": kind,
+        "recipe": recipe,
+        "tokenizer": tokenizer,
+        "inputs": inputs,
+        "inputs_fingerprint": fingerprint,
+        "counts": nest_counts(counts),
+        "splits": splits,
+        "sources": sources,
+        "lengths": length_stats(lengths),
+        "timings": {name: round(seconds, 3) for name, seconds in timings.items()},
+    }
+
+
+def write_manifest(folder: Path, manifest: dict) -> None:
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+
+
+def read_manifest(path: str | Path) -> dict:
+    """The manifest of the build at ``path``."""
+    p = Path(path) / MANIFEST
+    if not p.is_file():
+        raise DatakitError(f"{path} is not a datakit build (no {MANIFEST})")
+    return json.loads(p.read_text("utf-8"))
+
+
+def load(path: str | Path):
+    """Open a built folder as a ``datasets.DatasetDict`` (memory-mapped)."""
+    from datasets import load_from_disk
+
+    p = Path(path)
+    if not (p / MANIFEST).is_file():
+        raise DatakitError(f"{p} is not a datakit build (no {MANIFEST})")
+    return load_from_disk(str(p))
+
+
+__all__ = ["MANIFEST", "assemble", "inputs_fingerprint", "length_stats", "load", "nest_counts",
+           "read_manifest", "write_manifest"]
