@@ -76,8 +76,10 @@ def _build_into(folder: Path, recipe: Recipe, tokenizer: Tokenizer, steps: list[
     """Run the stages into the staging ``folder``; returns the manifest written there."""
     progress = Progress(total=input_bytes(recipe.sources), silent=silent, sft=recipe.is_sft)
     rows = SpillWriter(folder / ".spill")
+    split_steps = [s for s in steps if getattr(s, "after_split", False)]
     try:
-        files = engine.run(recipe, steps, rows, progress=progress)  # read -> steps -> spill
+        files = engine.run(recipe, [s for s in steps if s not in split_steps], rows,
+                           progress=progress)  # read -> steps -> spill
     finally:
         rows.close()
         progress.close()
@@ -91,7 +93,8 @@ def _build_into(folder: Path, recipe: Recipe, tokenizer: Tokenizer, steps: list[
     inputs = [{"path": f.path, "bytes": f.bytes, "records": f.records, "sha256": f.sha256} for f in files]
     fingerprint = inputs_fingerprint(recipe=to_dict(recipe), tokenizer=tokenizer.fingerprint, inputs=inputs)
     bar = progress.writing(sum(len(idx) for idx in plan.splits.values()))
-    splits = write(plan, rows, folder, writers=make_writers(["hf"], fingerprint=fingerprint),
+    writers = make_writers(["hf"], fingerprint=fingerprint)
+    splits = write(plan, rows, folder, writers=writers, split_steps=split_steps,
                    on_rows=bar.update if bar else (lambda n: None))
     if bar:
         bar.close()

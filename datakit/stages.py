@@ -60,9 +60,12 @@ def read(parts: Iterable[Shard], *, files: list[FileInfo],
 
 @dataclass
 class SplitRows:
-    """The rows of one split: spill row numbers in output order. A post-split step that needs
-    the whole split first (best-fit packing) reads ``lengths`` in ``begin_split`` and may return
-    a reordered ``SplitRows``; the rows themselves are gathered a chunk at a time."""
+    """The rows of one split: spill row numbers in output order, gathered a chunk at a time.
+
+    A post-split step is a step (batches in, batches out, ``flush`` at the end of each split) with
+    two optional hooks: ``begin_split(split) -> SplitRows`` sees the whole split's ``lengths``
+    before any row flows (best-fit packing) and may reorder it; ``end_split() -> dict`` adds
+    entries to the split's record in the manifest (``manifest["splits"][name]``)."""
 
     name: str
     indices: np.ndarray
@@ -104,6 +107,10 @@ def write(plan: SplitPlan, rows: SpillWriter, folder: Path, *, writers: list[Wri
         for sink in sinks:
             sink.close()
         written[name] = {"rows": int(n_rows), "tokens": int(tokens)}
+        for step in split_steps:
+            end = getattr(step, "end_split", None)
+            if end is not None:
+                written[name].update(end())
     rows.release()
     for writer in writers:
         writer.finish(folder, list(plan.splits))

@@ -30,7 +30,10 @@ class Step(Protocol):
 
 
 class BaseStep:
-    """Counts in ``stats``; no state to flush."""
+    """Counts in ``stats``; no state to flush. A step with ``after_split = True`` runs on each
+    split's rows after the plan (see ``stages.SplitRows`` for its hooks) instead of before the spill."""
+
+    after_split = False
 
     def __init__(self) -> None:
         self.stats: Counter = Counter()
