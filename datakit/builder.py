@@ -26,6 +26,7 @@ from .transforms import Step, opened_steps
 from .writers import make_writers, staged_output
 from .writers.manifest import assemble, inputs_fingerprint, load, nest_counts, write_manifest
 from .writers.spill import SpillWriter
+from .writers.target import check_build_paths
 
 
 @dataclass
@@ -41,9 +42,12 @@ def run_build(recipe: Recipe | dict | str | Path, *, output: str | Path | None =
     t0 = time.time()
     recipe = _as_recipe(recipe)
     target = Path(output or recipe.output)
+    protect = check_build_paths(recipe, target, overwrite=overwrite)  # before any work
     with _no_cyclic_gc():
         tokenizer = load_tokenizer(recipe.tokenizer)
-        with opened_steps(recipe, tokenizer) as steps, staged_output(target, overwrite=overwrite) as folder:
+        # the steps close (a filter's rejects file goes into place) before the output is swapped in
+        with staged_output(target, overwrite=overwrite, protect=protect) as folder, \
+                opened_steps(recipe, tokenizer) as steps:
             manifest = _build_into(folder, recipe, tokenizer, steps, engine=engine or LocalEngine(), silent=silent)
     return BuildResult(path=target, manifest=manifest, seconds=time.time() - t0)
 

@@ -12,7 +12,8 @@ from .errors import DatakitError
 
 
 def handle_errors(fn):
-    """Turn DatakitError into one clean line and exit code 1; ``--debug`` shows the traceback."""
+    """Turn a DatakitError, an OSError or Ctrl-C into one clean line and exit code 1;
+    ``--debug`` shows the traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, debug: bool = False, **kwargs):
@@ -21,12 +22,17 @@ def handle_errors(fn):
         except DatakitError as e:
             if debug:
                 raise
-            raise click.ClickException(str(e)) from None
-        except KeyboardInterrupt:
+            raise click.ClickException(e.cli_message()) from None
+        except OSError as e:
             if debug:
                 raise
-            click.echo("interrupted; earlier output is untouched", err=True)
-            sys.exit(130)
+            where = f"{e.filename}: " if e.filename else ""
+            raise click.ClickException(f"{where}{e.strerror or e} (--debug shows where)") from None
+        except KeyboardInterrupt as e:
+            if debug:
+                raise
+            click.echo(str(e) if str(e).startswith("interrupted") else "interrupted", err=True)
+            sys.exit(1)
 
     return click.option("--debug", is_flag=True, help="Show the full traceback on errors.")(wrapper)
 

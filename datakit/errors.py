@@ -3,7 +3,20 @@ from __future__ import annotations
 
 
 class DatakitError(Exception):
-    """Base class of every error datakit raises on purpose."""
+    """Base class of every error datakit raises on purpose.
+
+    A message names no command-line flag. When a keyword argument of the library call fixes the
+    problem, the message says ``NAME=True`` and ``option`` is ``NAME``; the CLI shows its flag.
+    """
+
+    option: str | None = None
+
+    def cli_message(self) -> str:
+        """The message with ``option=True`` written as the flag ``--option``."""
+        text = str(self)
+        if self.option:
+            text = text.replace(f"{self.option}=True", "--" + self.option.replace("_", "-"))
+        return text
 
 
 class RecipeError(DatakitError):
@@ -39,7 +52,12 @@ class TemplateError(DatakitError):
 
 
 class OutputError(DatakitError):
-    """The output folder cannot be written (exists without --overwrite, not a build, ...)."""
+    """The output cannot be written: it exists (and ``overwrite`` is off), is not a datakit build,
+    holds the recipe or an input, is a mount point, is read-only, or the disk is full."""
+
+    def __init__(self, message: str, *, option: str | None = None):
+        super().__init__(message)
+        self.option = option
 
 
 class TrainError(DatakitError):

@@ -159,7 +159,7 @@ def test_existing_output_needs_overwrite_and_survives_a_failed_build(tmp_path, m
     path = make_recipe(recipe(hf_tokenizer, src))
     out = datakit.run_build(path, silent=True).path
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    with pytest.raises(OutputError, match="--overwrite"):
+    with pytest.raises(OutputError, match="overwrite=True"):
         datakit.run_build(path, silent=True)
     src.write_bytes(b"ok\n\xff\xfe broken")
     with pytest.raises(datakit.SourceError, match="invalid UTF-8"):

@@ -9,19 +9,18 @@ Checks (each off unless set, but ``drop_empty_response``):
 - ``max_repeated_ngram_fraction``: the share of word 3-grams that repeat an earlier one;
 - ``min_alpha_fraction``: the share of non-space characters that are letters (any script).
 ``rejects: FILE`` writes every dropped row with its reason as JSON lines; the file appears only
-when the build succeeds.
+when the build succeeds, just before the build is moved into place (``writers.atomic.StagedFile``).
 """
 from __future__ import annotations
 
 import json
-import os
 import re
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from ..recipe import FilterOptions
+from ..writers.atomic import StagedFile
 from .base import BaseStep
 from .dedup import row_texts
 
@@ -64,13 +63,7 @@ class Filter(BaseStep):
         self.options = options
         self.tokenizer = tokenizer
         self.fields = None  # the row's whole text, whatever its format
-        self.rejects_path = Path(options.rejects) if options.rejects else None
-        self._tmp = None
-        self._rejects = None
-        if self.rejects_path is not None:
-            self.rejects_path.parent.mkdir(parents=True, exist_ok=True)
-            self._tmp = self.rejects_path.with_name(f".{self.rejects_path.name}.tmp-{os.getpid()}")
-            self._rejects = open(self._tmp, "w", encoding="utf-8")
+        self.rejects = StagedFile(options.rejects) if options.rejects else None
 
     def _reasons(self, batch: pa.RecordBatch, texts: list[str]) -> list[str | None]:
         o = self.options
@@ -112,21 +105,22 @@ class Filter(BaseStep):
         for r in reasons:
             if r is not None:
                 self.stats[f"rows_dropped.{r}"] += 1
-        if self._rejects is not None:
+        if self.rejects is not None:
+            out = self.rejects.file or self.rejects.open()
             rows = batch.to_pylist()
             for row, reason in zip(rows, reasons):
                 if reason is not None:
                     record = {k: v for k, v in row.items() if not k.startswith("_")}
-                    self._rejects.write(json.dumps({"where": row["_where"], "reason": reason, "row": record},
+                    out.write(json.dumps({"where": row["_where"], "reason": reason, "row": record},
                                                    ensure_ascii=False) + "\n")
         return [batch.filter(pa.array(~drop))]
 
     def close(self, *, ok: bool) -> None:
-        if self._rejects is None:
+        """Move the rejects file into place (ok) or remove it; the build calls this before it
+        moves its output into place, so a failure here leaves the earlier output untouched."""
+        if self.rejects is None:
             return
-        self._rejects.close()
-        self._rejects = None
         if ok:
-            os.replace(self._tmp, self.rejects_path)
+            self.rejects.commit()
         else:
-            self._tmp.unlink(missing_ok=True)
+            self.rejects.discard()
