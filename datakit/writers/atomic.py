@@ -38,7 +38,6 @@ from .target import MANIFEST, _real, check_target
 STAGE, OLD, JOURNAL, PART = "datakit-stage", "datakit-old", "datakit-swap", "datakit-part"
 MARKER = ".datakit-stage"  # inside a stage; its flock says the build is alive
 _TOKEN = re.compile(r"[0-9a-f]{12}")
-EMPTY_STAGE_GRACE = 60.0  # seconds: a stage with no marker yet is being created, unless older
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EACCES, errno.EPERM}
 log = logging.getLogger("datakit")
 
@@ -79,15 +78,26 @@ def _rmtree(path: Path) -> None:
         shutil.rmtree(path)
 
 
+def _remove_stage(stage: Path) -> None:
+    """Remove a stage, its marker last: a removal cut short leaves a stage that is still
+    recognisably ours (marker present, lock free), which the next build removes."""
+    if not stage.is_dir():
+        return
+    for entry in stage.iterdir():
+        if entry.name != MARKER:
+            _rmtree(entry)
+    (stage / MARKER).unlink(missing_ok=True)
+    stage.rmdir()
+
+
 def _remove_dead_stage(stage: Path) -> None:
     try:
         fd = os.open(stage / MARKER, os.O_RDWR)
     except FileNotFoundError:
-        # mkdir and the marker are a few microseconds apart: an empty stage with no marker is
-        # either being created right now or was left by a build killed in between.
+        # A stage is made with its marker under the folder lock, which the caller holds: an
+        # empty stage without one was left by a removal cut short. A full one is not provably ours.
         with contextlib.suppress(OSError):
-            if not any(stage.iterdir()) and time.time() - stage.stat().st_mtime > EMPTY_STAGE_GRACE:
-                stage.rmdir()
+            stage.rmdir()
         return
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -95,7 +105,7 @@ def _remove_dead_stage(stage: Path) -> None:
         os.close(fd)
         return
     try:
-        shutil.rmtree(stage)
+        _remove_stage(stage)
     finally:
         os.close(fd)
 
@@ -323,19 +333,19 @@ def staged_output(target: str | Path, *, overwrite: bool, protect: Iterable[tupl
         except KeyboardInterrupt as e:
             if committed:
                 raise
-            _rmtree(stage)
+            _remove_stage(stage)
             raise KeyboardInterrupt(f"interrupted; {kept}") from e
         except OSError as e:
             if committed:
                 raise
-            _rmtree(stage)
+            _remove_stage(stage)
             error = _write_error(e, stage, real, kept)
             if error is None:
                 raise
             raise error from e
         except BaseException:
             if not committed:
-                _rmtree(stage)
+                _remove_stage(stage)
             raise
         finally:
             os.close(lock_fd)
