@@ -72,18 +72,21 @@ def build(recipe, output, overwrite, silent):
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @handle_errors
 def validate(recipe):
-    """Check a RECIPE against the schema and report every problem at once.
+    """Check a RECIPE against the schema, and that its inputs, tokenizer and templates exist;
+    report every problem at once.
 
     Example:
 
         datakit validate recipes/alpaca.yaml
     """
-    from .recipe import load_recipe
+    from .recipe_files import validate_recipe
 
-    r = load_recipe(recipe)
+    r, notes = validate_recipe(recipe)
     kind = "sft" if r.is_sft else "pretrain"
     click.echo(f"{recipe}: ok ({kind}; {len(r.sources)} source(s); steps: "
                f"{', '.join(s.name for s in r.transforms)})")
+    for note in notes:
+        click.echo(f"note: {note}")
 
 
 @cli.command()

@@ -14,9 +14,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .errors import RecipeError
+from .recipe_files import parse_yaml
 
 SFT_FORMATS = ("alpaca", "prompt_completion", "messages", "sharegpt")
 BUILTIN_TEMPLATES = ("alpaca", "alpaca_short", "alpaca_legacy")
@@ -308,17 +307,12 @@ def load_recipe(path: str | Path) -> Recipe:
     """Read and validate a YAML recipe file. Raises RecipeError listing every problem."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise RecipeError(str(p), ["file not found"]) from None
     except (OSError, UnicodeDecodeError) as e:
         raise RecipeError(str(p), [f"cannot read: {e}"]) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{p}:{mark.line + 1}:{mark.column + 1}" if mark else str(p)
-        raise RecipeError(where, [f"invalid YAML: {getattr(e, 'problem', None) or e}"]) from None
+    data = parse_yaml(text, str(p))
     return from_dict(data, base_dir=p.resolve().parent, path=str(p))
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from datakit import recipe as R
 from datakit.errors import RecipeError
+from datakit.recipe_files import check_files, parse_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,3 +106,116 @@ def test_shipped_recipes_are_valid_and_name_the_schema(path):
     first = path.read_text().splitlines()[0]
     assert first == "# yaml-language-server: $schema=../schemas/recipe.schema.json"
     R.load_recipe(path)
+
+
+def laughs(depth: int, key: str = "transforms") -> str:
+    """The "billion laughs": each level is nine aliases of the one below (9**depth values)."""
+    lines = ["tokenizer: tok", "output: out", "sources: [{path: a.txt}]",
+             'l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, depth)]
+    lines.append(f"{key}: *l{depth - 1}")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("depth", [6, 7, 9, 12])
+@pytest.mark.parametrize("key", ["transforms", "sources"])
+def test_nested_aliases_are_refused_before_validation(tmp_path, monkeypatch, depth, key):
+    p = tmp_path / "r.yaml"
+    p.write_text(laughs(depth, key))
+    assert p.stat().st_size < 1200
+    monkeypatch.setattr(R, "validate_dict", lambda data: pytest.fail("validation reached"))
+    with pytest.raises(RecipeError) as e:
+        R.load_recipe(p)
+    # named: line 9, the anchor l5 of 9**6 values, the first to expand past the limit
+    assert str(e.value) == (f"{p}:9: YAML aliases expand this recipe past 100,000 values "
+                            "(nested aliases?); write the values out instead")
+
+
+def test_a_few_aliases_are_fine_and_merge_keys_work(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text(laughs(3) + "x: 1\n")  # 9**3 values: small enough to reach the schema
+    with pytest.raises(RecipeError, match="unknown key 'l0', 'l1', 'l2', 'x'"):
+        R.load_recipe(p)
+    p.write_text("defaults: &d {format: text, document_separator: \"\\n\\n\"}\n"
+                 "tokenizer: tok\noutput: out\n"
+                 "sources: [{<<: *d, path: a.txt}, {<<: *d, path: b.txt}]\n"
+                 "transforms: [{tokenize: {}}, {pack: {block_size: 8}}]\n")
+    data = parse_yaml(p.read_text(), str(p))
+    assert data["sources"][1] == {"format": "text", "document_separator": "\n\n", "path": "b.txt"}
+
+
+def test_an_alias_inside_itself_is_refused(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("tokenizer: tok\noutput: out\nsources: &s [{path: a}, *s]\n")
+    with pytest.raises(RecipeError, match=r"r.yaml:3: a YAML alias refers to itself"):
+        R.load_recipe(p)
+
+
+def test_a_recipe_with_a_byte_order_mark_loads(tmp_path):
+    (tmp_path / "a.txt").write_text("x")
+    p = tmp_path / "r.yaml"
+    p.write_bytes(b"\xef\xbb\xbf" + yaml_dump(base()).encode())
+    assert R.load_recipe(p).sources[0].path == str(tmp_path / "a.txt")
+
+
+def yaml_dump(data) -> str:
+    import yaml
+
+    return yaml.safe_dump(data)
+
+
+def test_check_files_names_every_missing_input_tokenizer_and_template(tmp_path):
+    (tmp_path / "a.txt").write_text("x")
+    (tmp_path / "empty").mkdir()
+    data = base(tokenizer="./tokenizers/missing", sources=[
+        {"path": "a.txt", "format": "alpaca"}, {"path": "nope.txt", "format": "alpaca"},
+        {"path": "*.jsonl", "format": "alpaca"}, {"path": "empty", "format": "alpaca"},
+        {"path": "b.json", "format": "alpaca"}],
+        transforms=[{"template": "my_template.json"}, {"tokenize": {}}])
+    (tmp_path / "b.json").write_text("[]")
+    problems, notes = check_files(R.from_dict(data, base_dir=tmp_path))
+    assert problems == [
+        f"sources[1].path: {tmp_path / 'nope.txt'}: file not found",
+        f"sources[2].path: {tmp_path / '*.jsonl'}: no input files match this pattern",
+        f"sources[3].path: {tmp_path / 'empty'}: folder holds no readable files "
+        "(.csv, .json, .jsonl, .md, .ndjson, .parquet, .text, .txt)",
+        f"tokenizer: not found: {tmp_path / 'tokenizers' / 'missing'}",
+        f"transforms[0].template: template file not found: {tmp_path / 'my_template.json'}",
+    ] and notes == []
+
+
+@pytest.mark.parametrize("offline", [False, True])
+def test_a_hub_id_tokenizer_is_looked_up_in_the_cache_only(tmp_path, monkeypatch, offline):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
+    (tmp_path / "a.txt").write_text("x")
+    problems, notes = check_files(R.from_dict(base(tokenizer="someone/tokenizer-x"), base_dir=tmp_path))
+    if offline:
+        assert problems == ["tokenizer: 'someone/tokenizer-x' is not a local path nor in the Hugging Face "
+                            "cache, and the Hub is offline (HF_HUB_OFFLINE)"] and notes == []
+    else:
+        assert problems == [] and notes == ["tokenizer 'someone/tokenizer-x' is not a local path: the build "
+                                            "will fetch it from the Hugging Face Hub"]
+    snapshot = tmp_path / "hub" / "models--someone--tokenizer-x" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    (snapshot / "tokenizer.json").write_text("{}")
+    (tmp_path / "hub" / "models--someone--tokenizer-x" / "refs").mkdir()
+    (tmp_path / "hub" / "models--someone--tokenizer-x" / "refs" / "main").write_text("abc")
+    assert check_files(R.from_dict(base(tokenizer="someone/tokenizer-x"), base_dir=tmp_path)) == ([], [])
+
+
+def test_cli_validate_fails_in_one_line_on_a_missing_input(tmp_path, hf_tokenizer):
+    from click.testing import CliRunner
+
+    from datakit.cli import cli
+
+    p = tmp_path / "r.yaml"
+    p.write_text(yaml_dump(base(tokenizer=str(hf_tokenizer), sources=[{"path": "gone.txt"}])))
+    result = CliRunner().invoke(cli, ["validate", str(p)])
+    assert result.exit_code == 1
+    assert result.output == f"Error: {p}: sources[0].path: {tmp_path / 'gone.txt'}: file not found\n"
+    (tmp_path / "gone.txt").write_text("back")
+    result = CliRunner().invoke(cli, ["validate", str(p)])
+    assert result.exit_code == 0 and result.output.startswith(f"{p}: ok (pretrain")
