@@ -9,7 +9,7 @@ _LAZY = {
     "build": ("builder", "build"), "load": ("writers.manifest", "load"),
     "load_manifest": ("writers.manifest", "read_manifest"),
     "run_build": ("builder", "run_build"), "Recipe": ("recipe", "Recipe"), "load_recipe": ("recipe", "load_recipe"),
-    "IGNORE_INDEX": ("transforms.base", "IGNORE_INDEX"),
+    "IGNORE_INDEX": ("columns", "IGNORE_INDEX"),
 }
 
 

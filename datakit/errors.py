@@ -60,5 +60,10 @@ class OutputError(DatakitError):
         self.option = option
 
 
+class ColumnError(DatakitError):
+    """Rows handed from one stage to the next lack a column the next relies on (a custom step
+    that dropped ``_source`` or ``_group``, or a datakit bug)."""
+
+
 class TrainError(DatakitError):
     """The trainer cannot run on the given data or model."""

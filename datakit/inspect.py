@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from .columns import IGNORE_INDEX
 from .errors import DatakitError
 from .pieces import Piece, pieces, visible
 from .writers.manifest import read_manifest
 
-IGNORE_INDEX = -100
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .columns import IGNORE_INDEX
 from .tokenization.surface import token_bytes
 
 
@@ -58,7 +59,7 @@ def pieces(ids, labels, attention, *, id_to_piece, special_ids: set[int], byte_l
 
     for pos, (tid, lab, att) in enumerate(zip(ids, labels, attention)):
         tid = int(tid)
-        trained = int(lab) != -100
+        trained = int(lab) != IGNORE_INDEX
         if not att or tid in special_ids:
             flush_pending()
             out.append(Piece(id_to_piece(tid), [pos], [tid], trained=trained, special=True, padding=not att))

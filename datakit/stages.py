@@ -23,6 +23,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import pyarrow as pa
 
+from .columns import row_offsets
 from .executor import run_chain
 from .plan import SplitPlan
 from .recipe import Recipe, SourceConfig
@@ -76,8 +77,7 @@ class SplitRows:
         return self.rows.lengths[self.indices]
 
     def batches(self, *, chunk: int = TAKE_ROWS) -> Iterator[pa.RecordBatch]:
-        offsets = np.zeros(self.rows.rows + 1, dtype=np.int64)
-        np.cumsum(self.rows.lengths, out=offsets[1:])
+        offsets = row_offsets(self.rows.lengths)
         for start in range(0, len(self.indices), chunk):
             yield self.rows.gather(self.indices[start:start + chunk], offsets)
 

@@ -12,10 +12,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from .columns import IGNORE_INDEX
 from .errors import DatakitError, TrainError
 from .recipe import TrainConfig
 
-IGNORE_INDEX = -100
 
 
 def _require():

@@ -9,7 +9,8 @@ import pytest
 import datakit
 from datakit.plan import SplitPlan
 from datakit.stages import SplitRows, write
-from datakit.transforms.base import BaseStep, model_batch, numeric_array, with_columns
+from datakit.columns import model_batch, numeric_array, with_columns
+from datakit.transforms.base import BaseStep
 from datakit.writers import ArrowWriter
 from datakit.writers.spill import SpillWriter
 

@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from ..errors import SourceError
 from ..recipe import SourceConfig
-from ..transforms.base import numeric_array, with_columns
+from ..columns import numeric_array, with_columns
 from .formats import SCHEMAS, to_batch
 from .paths import expand
 from .readers import FileInfo, read_file

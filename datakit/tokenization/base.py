@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..columns import row_offsets
 from ..errors import TokenizerError
 
 THREADS = max(1, os.cpu_count() or 1)
@@ -35,9 +36,7 @@ class Encoded:
 
     @property
     def starts(self) -> np.ndarray:
-        out = np.zeros(len(self.lengths) + 1, dtype=np.int64)
-        np.cumsum(self.lengths, out=out[1:])
-        return out
+        return row_offsets(self.lengths)
 
     def row(self, i: int) -> np.ndarray:
         s = self.starts

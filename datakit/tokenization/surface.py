@@ -15,6 +15,7 @@ import re
 
 import numpy as np
 
+from ..columns import row_offsets
 from .state import component, space_rules, types
 
 _PRE_TOKENIZERS_OK = {"Metaspace", "ByteLevel", "Split", "Whitespace", "WhitespaceSplit", "Punctuation", "Digits"}
@@ -100,8 +101,7 @@ class Surfaces:
         have no surface and get (0, 0).
         """
         n = len(lengths)
-        row_start = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(lengths, out=row_start[1:])
+        row_start = row_offsets(lengths)
         surf = self.lengths[ids]
         if n_pre or n_post:
             pos = np.arange(len(ids)) - np.repeat(row_start[:-1], lengths)
@@ -127,8 +127,7 @@ class Surfaces:
                              else b"".join(raw), dtype=np.uint8)
         if len(stream) != len(text) or not np.array_equal(stream, text):
             return None
-        row_byte_start = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(spelled, out=row_byte_start[1:])
+        row_byte_start = row_offsets(spelled)
         base = np.repeat(row_byte_start[:-1] + extra, lengths)
         out = np.empty((len(ids), 2), dtype=np.int64)
         np.subtract(start, base, out=out[:, 0])

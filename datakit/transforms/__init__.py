@@ -6,7 +6,8 @@ from typing import Iterator
 
 from ..recipe import Recipe
 from ..tokenization import Tokenizer
-from .base import IGNORE_INDEX, BaseStep, Step
+from ..columns import IGNORE_INDEX
+from .base import BaseStep, Step
 from .pack import Pack
 from .tokenize import TokenizeText
 

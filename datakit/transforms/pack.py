@@ -15,7 +15,8 @@ import numpy as np
 import pyarrow as pa
 
 from ..recipe import PackOptions
-from .base import IGNORE_INDEX, BaseStep, flat_lists, missing_eos, model_batch, numeric_array, with_columns
+from ..columns import IGNORE_INDEX, flat_lists, model_batch, numeric_array, with_columns
+from .base import BaseStep, missing_eos
 
 
 class Pack(BaseStep):

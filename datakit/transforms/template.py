@@ -22,7 +22,8 @@ import pyarrow as pa
 from ..errors import TemplateError
 from ..recipe import BUILTIN_TEMPLATES, TemplateOptions
 from ..tokenization import Tokenizer
-from .base import BaseStep, list_array
+from ..columns import list_array
+from .base import BaseStep
 
 OUTPUT_SCHEMA = pa.schema([("text", pa.string()), ("span_starts", pa.list_(pa.int32())),
                            ("span_ends", pa.list_(pa.int32())), ("_where", pa.string()),

@@ -7,7 +7,8 @@ import pyarrow as pa
 
 from ..recipe import TokenizeOptions
 from ..tokenization import Tokenizer
-from .base import BaseStep, list_array, provenance
+from ..columns import list_array, provenance
+from .base import BaseStep
 
 
 class TokenizeText(BaseStep):

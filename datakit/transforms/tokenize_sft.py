@@ -19,7 +19,8 @@ import pyarrow as pa
 from ..errors import TemplateError
 from ..recipe import TokenizeOptions
 from ..tokenization import Encoded, Tokenizer
-from .base import IGNORE_INDEX, BaseStep, missing_eos, model_batch, provenance, with_columns
+from ..columns import IGNORE_INDEX, model_batch, provenance, row_offsets, with_columns
+from .base import BaseStep, missing_eos
 
 
 class _Wheres:
@@ -133,8 +134,7 @@ class TokenizeSFT(BaseStep):
         """
         opt = self.options
         n = len(lengths)
-        starts = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(lengths, out=starts[1:])
+        starts = row_offsets(lengths)
         row = np.repeat(np.arange(n), lengths)
         pos = np.arange(len(ids)) - starts[row]
         keep_row = np.ones(n, dtype=bool)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from .spill import COLUMNS
+from ..columns import MODEL_COLUMNS as COLUMNS
 
 FEATURES = {name: {"feature": {"dtype": str(t), "_type": "Value"}, "_type": "List"}
             for name, t in COLUMNS.items()}

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from ..transforms.base import NUMPY_TYPES, flat_lists, model_batch
+from ..columns import MODEL_COLUMNS as COLUMNS
+from ..columns import NUMPY_TYPES, flat_lists, model_batch, require, row_offsets
 
-COLUMNS = {"input_ids": pa.int32(), "attention_mask": pa.int8(), "labels": pa.int32()}
 IN_MEMORY = 64 << 20  # rows are held in memory up to this size, and spilled to files past it
 _DTYPES = {name: np.dtype(NUMPY_TYPES[t]) for name, t in COLUMNS.items()}
 
@@ -39,6 +39,8 @@ class SpillWriter:
         self._whole: dict[str, np.ndarray] | None = None
 
     def write(self, batch: pa.RecordBatch) -> None:
+        """Keep ``batch``'s rows; it must have the model columns and ``_source`` and ``_group``."""
+        require(batch, [*COLUMNS, "_source", "_group"], by="the spill")
         lengths = None
         for name in COLUMNS:
             values, lengths = flat_lists(batch.column(name), lengths)
@@ -52,14 +54,10 @@ class SpillWriter:
                 values.tofile(self._files[name])
         if self._files is None and self._held_bytes > IN_MEMORY:
             self._spill()
-        n = batch.num_rows
-        names = batch.schema.names
-        self.meta_parts["source"].append(batch.column("_source").to_numpy() if "_source" in names
-                                         else np.zeros(n, np.int32))
-        self.meta_parts["group"].append(batch.column("_group").to_numpy() if "_group" in names
-                                        else np.full(n, -1, np.int64))
+        self.meta_parts["source"].append(batch.column("_source").to_numpy())
+        self.meta_parts["group"].append(batch.column("_group").to_numpy())
         self.lengths_parts.append(lengths.astype(np.int64))
-        self.rows += n
+        self.rows += batch.num_rows
 
     def _spill(self) -> None:
         """From here on, rows go to the files (the ones held so far first)."""
@@ -97,8 +95,7 @@ class SpillWriter:
         into the resident set.
         """
         lengths = offsets[rows + 1] - offsets[rows]
-        out_starts = np.zeros(len(rows) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=out_starts[1:])
+        out_starts = row_offsets(lengths)
         if self._files is None:  # the rows are held: one fancy index per column
             if self._whole is None:
                 self._whole = {n: np.concatenate(parts) if parts else np.zeros(0, _DTYPES[n])
@@ -130,8 +127,7 @@ def _row_hashes(values: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """A 64-bit content hash per row: sum of id * a position-keyed odd constant (wrapping), plus length."""
     if len(lengths) == 0:
         return np.zeros(0, np.uint64)
-    starts = np.zeros(len(lengths), dtype=np.int64)
-    np.cumsum(lengths[:-1], out=starts[1:])
+    starts = row_offsets(lengths)[:-1]
     pos = np.arange(len(values)) - np.repeat(starts, lengths)
     np.bitwise_and(pos, len(_MIX) - 1, out=pos)  # len(_MIX) is a power of two
     contrib = values.astype(np.uint64)
