@@ -1,6 +1,35 @@
 """datakit: exact, fast, inspectable and reproducible datasets for LLM pretraining and instruction tuning."""
 __version__ = "0.1.0"
 
+
+def _stop_quietly(signum, frame):
+    """Ctrl-C while the command line is still loading: one line and exit code 1, no traceback."""
+    import os
+
+    os.write(2, b"interrupted\n")
+    os._exit(1)
+
+
+def _guard_cli_start() -> None:
+    """When this process is the ``datakit`` command, Ctrl-C during its imports ends it quietly;
+    ``cli`` puts Python's handler back once they are done. Other programs keep their handler."""
+    import os
+    import signal
+    import sys
+
+    argv = getattr(sys, "orig_argv", [])
+    as_module = any(a == "-m" and b == "datakit" for a, b in zip(argv, argv[1:]))
+    if not as_module and os.path.basename((getattr(sys, "argv", None) or [""])[0]) != "datakit":
+        return
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        try:
+            signal.signal(signal.SIGINT, _stop_quietly)
+        except ValueError:  # not the main thread
+            pass
+
+
+_guard_cli_start()
+
 from .errors import DatakitError, OutputError, RecipeError, SourceError, TemplateError, TokenizerError  # noqa: E402
 
 # The rest of the API loads on first use, so `import datakit.cli` (the command line) stays light

@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
 
 import click
 
-from . import __version__
+from . import __version__, _stop_quietly
 from .errors import DatakitError
+
+if signal.getsignal(signal.SIGINT) is _stop_quietly:  # the command's imports are done (see __init__)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def handle_errors(fn):
@@ -90,7 +94,7 @@ def validate(recipe):
 
 
 @cli.command()
-@click.argument("build_dir", metavar="DIR", type=click.Path(file_okay=False))
+@click.argument("build_dir", metavar="DIR")
 @click.option("--split", default=None, help="The split to show rows from (default: train).")
 @click.option("--row", "row", type=int, default=None, help="Show this row's tokens and labels.")
 @click.option("--sample", type=int, default=None, help="Show K rows picked at random (seeded).")
@@ -99,7 +103,7 @@ def validate(recipe):
 @click.option("--limit", type=int, default=5, show_default=True, help="At most this many --grep rows.")
 @click.option("--table", is_flag=True, help="One line per token: position, id, label, piece, text.")
 @click.option("--no-color", is_flag=True, help="Plain text: trained tokens inside «…», tokens separated by |.")
-@click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--html", "html_path", default=None,
               help="Write a self-contained HTML page (summary, histograms, the selected rows).")
 @handle_errors
 def inspect(build_dir, split, row, sample, seed, grep, limit, table, no_color, html_path):
@@ -115,8 +119,16 @@ def inspect(build_dir, split, row, sample, seed, grep, limit, table, no_color, h
     """
     from . import inspect as view
 
+    if sample is not None and sample < 1:
+        raise click.ClickException(f"--sample needs at least 1 row (got {sample})")
+    if html_path:
+        from .html import checked_path
+
+        checked_path(html_path)
     b = view.open_build(build_dir)
     split_name = split or "train"
+    if split is not None:
+        b.table(split)  # an unknown split is an error, also when only the summary is shown
     rows = None
     if row is not None:
         rows = [row]
@@ -216,6 +228,13 @@ def _skip_pandas_probe() -> None:
 
 def main() -> None:
     """The ``datakit`` console script."""
+    try:
+        _main()
+    except KeyboardInterrupt:  # before a command's own handler runs: loading, parsing the arguments
+        _stop_quietly(signal.SIGINT, None)
+
+
+def _main() -> None:
     if sys.argv[1:2] in (["build"], ["inspect"], ["validate"]):
         # These commands never multiply matrices: with one BLAS thread, none sits spinning on a
         # core the tokenizer needs (NumPy reads this when it loads, which is after this line).

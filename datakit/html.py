@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+from .errors import DatakitError
 from .inspect import Build, histogram, percentiles, split_stats, summary_text
 
 CSS = """
@@ -60,8 +61,19 @@ def _svg_histogram(lengths) -> str:
             f'<text x="{pad}" y="14">max bucket {top} rows</text></svg>')
 
 
+def checked_path(path: str | Path) -> Path:
+    """``path`` as a Path, if a page can be written there (its folder exists, it is not a folder)."""
+    out = Path(path)
+    if not out.parent.is_dir():
+        raise DatakitError(f"cannot write {out}: the folder {out.parent} does not exist")
+    if out.is_dir():
+        raise DatakitError(f"cannot write {out}: it is a folder")
+    return out
+
+
 def write_html(build: Build, path: str | Path, rows: dict[str, list[int]]) -> Path:
     """Write the page to ``path``; ``rows`` names the rows shown per split."""
+    out = checked_path(path)
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>datakit inspect: "
              f"{html.escape(str(build.path))}</title><style>{CSS}</style></head><body>",
              f"<h1>datakit build <code>{html.escape(str(build.path))}</code></h1>",
@@ -77,6 +89,5 @@ def write_html(build: Build, path: str | Path, rows: dict[str, list[int]]) -> Pa
         for i in rows.get(name, []):
             parts.append(f"<h3>{html.escape(name)} row {i}</h3><div class='row'>{_token_spans(build, name, i)}</div>")
     parts.append("</body></html>")
-    out = Path(path)
     out.write_text("\n".join(parts), encoding="utf-8")
     return out

@@ -55,18 +55,49 @@ class Build:
 
 
 def open_build(path: str | Path, *, load_tokenizer: bool = True) -> Build:
+    """Open the build at ``path`` (its Arrow files memory-mapped).
+
+    Raises:
+        DatakitError: ``path`` is not a build, or a file of it is missing, truncated or corrupt.
+    """
     p = Path(path)
+    if not p.is_dir():
+        raise DatakitError(f"{p}: no such folder" if not p.exists() else f"{p} is a file, not a build folder")
     manifest = read_manifest(p)
-    splits = {}
-    for name in json.loads((p / "dataset_dict.json").read_text("utf-8"))["splits"]:
-        state = json.loads((p / name / "state.json").read_text("utf-8"))
-        tables = [pa.ipc.open_stream(pa.memory_map(str(p / name / f["filename"]))).read_all()
-                  for f in state["_data_files"]]
-        splits[name] = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    splits = {name: _read_split(p, name) for name in _json_file(p / "dataset_dict.json", "splits")}
     build = Build(p, manifest, splits)
     if load_tokenizer:
         _attach_tokenizer(build)
     return build
+
+
+def _json_file(path: Path, key: str):
+    """``key`` of the JSON object in ``path``, or one line saying what is wrong with the file."""
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise DatakitError(f"{path}: missing; {path.parent} is not a complete build") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise DatakitError(f"{path}: not valid JSON ({e}); the build is damaged, rebuild it") from None
+    if not isinstance(data, dict) or key not in data:
+        raise DatakitError(f"{path}: no '{key}' key; the build is damaged, rebuild it")
+    return data[key]
+
+
+def _read_split(folder: Path, name: str) -> pa.Table:
+    tables = []
+    for entry in _json_file(folder / str(name) / "state.json", "_data_files"):
+        file = folder / str(name) / str(entry.get("filename") if isinstance(entry, dict) else entry)
+        try:
+            tables.append(pa.ipc.open_stream(pa.memory_map(str(file))).read_all())
+        except FileNotFoundError:
+            raise DatakitError(f"{file}: missing; the build is damaged, rebuild it") from None
+        except (pa.ArrowInvalid, OSError) as e:
+            raise DatakitError(f"{file}: not a readable Arrow stream (truncated or corrupt: "
+                               f"{str(e).splitlines()[0]}); rebuild it") from None
+    if not tables:
+        raise DatakitError(f"{folder / str(name) / 'state.json'}: lists no data files; rebuild the build")
+    return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
 
 def _attach_tokenizer(build: Build) -> None:
@@ -241,6 +272,8 @@ def row_table(build: Build, split: str, index: int) -> str:
 
 
 def sample_rows(build: Build, split: str, k: int, *, seed: int) -> list[int]:
+    if k < 1:
+        raise DatakitError(f"a sample needs at least 1 row (asked for {k})")
     n = build.table(split).num_rows
     rng = np.random.default_rng(seed)
     return sorted(rng.choice(n, size=min(k, n), replace=False).tolist())
@@ -249,7 +282,7 @@ def sample_rows(build: Build, split: str, k: int, *, seed: int) -> list[int]:
 def grep_rows(build: Build, split: str, text: str, *, limit: int) -> list[int]:
     """Rows whose decoded text contains ``text`` (the first ``limit``)."""
     if build.tokenizer is None:
-        raise DatakitError(f"--grep needs the build's tokenizer: {build.tokenizer_error}")
+        raise DatakitError(f"finding rows by their text needs the build's tokenizer: {build.tokenizer_error}")
     table = build.table(split)
     found = []
     for start in range(0, table.num_rows, 1000):

@@ -80,3 +80,30 @@ def make_recipe(tmp_path):
         p.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
         return p
     return make
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """``tmpfs(size="256k", ro=False)`` mounts a small tmpfs and returns its folder (unmounted at
+    the end). Full-disk and read-only cases need a real filesystem that says ENOSPC or EROFS;
+    only root can mount one, so elsewhere these tests skip."""
+    import os
+    import subprocess
+
+    mounted = []
+
+    def mount(size: str = "256k", *, ro: bool = False) -> Path:
+        if os.geteuid() != 0:
+            pytest.skip("mounting a small tmpfs (full disk, read-only) needs root")
+        where = tmp_path / f"mnt{len(mounted)}"
+        where.mkdir()
+        opts = f"size={size}" + (",ro" if ro else "")
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(where)], capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in reversed(mounted):
+        subprocess.run(["umount", "-l", str(where)], check=False)

@@ -124,8 +124,9 @@ def _read_journal(target: Path) -> dict[str, Path | None]:
 
 def _recover(target: Path) -> str | None:
     """Finish or undo a swap that a killed build left half done (the caller holds the folder lock)."""
-    journal = _name(target, JOURNAL)
-    _name(target, JOURNAL + ".tmp").unlink(missing_ok=True)
+    journal, torn = _name(target, JOURNAL), _name(target, JOURNAL + ".tmp")
+    if os.path.lexists(torn):  # (unlink(missing_ok=True) would still fail on a read-only folder)
+        torn.unlink()
     if not journal.exists():
         return None
     entry = _read_journal(target)
@@ -303,20 +304,18 @@ def staged_output(target: str | Path, *, overwrite: bool, protect: Iterable[tupl
     given = Path(target)
     protect = list(protect)
     real = _real(given)
-    if real.parent.is_dir():
+    kept = "nothing was written"
+    try:
         note = recover(real)
         if note:
             log.warning(note)
-    real = check_target(given, overwrite=overwrite, protect=protect)
-    existed = os.path.lexists(real)
-    kept = f"{given} is untouched" if existed else f"nothing was written to {given}"
-    try:
+        real = check_target(given, overwrite=overwrite, protect=protect)
+        kept = f"{given} is untouched" if os.path.lexists(real) else f"nothing was written to {given}"
         real.parent.mkdir(parents=True, exist_ok=True)
         with _folder_lock(real.parent):
             stage, lock_fd = _make_stage(real)
     except OSError as e:
-        where = f" ({e.filename})" if e.filename else ""
-        raise OutputError(f"{given}: cannot write beside it: {e.strerror or e}{where}; {kept}") from None
+        raise OutputError(f"{given}: cannot write in {real.parent}: {e.strerror or e}; {kept}") from None
     committed = False
     with _Signals() as signals:
         try:

@@ -74,7 +74,13 @@ def read_manifest(path: str | Path) -> dict:
     p = Path(path) / MANIFEST
     if not p.is_file():
         raise DatakitError(f"{path} is not a datakit build (no {MANIFEST})")
-    return json.loads(p.read_text("utf-8"))
+    try:
+        manifest = json.loads(p.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise DatakitError(f"{p}: not valid JSON ({e}); the build is damaged, rebuild it") from None
+    if not isinstance(manifest, dict) or "datakit_version" not in manifest:
+        raise DatakitError(f"{p}: not a datakit manifest (no datakit_version)")
+    return manifest
 
 
 def load(path: str | Path):
