@@ -118,7 +118,11 @@ def inspect(build_dir, split, row, sample, seed, grep, limit, table, no_color, h
         datakit inspect build/chat --sample 3 --html report.html
     """
     from . import inspect as view
+    from .train.plot import curve_text, is_training_output
 
+    if is_training_output(build_dir):  # a `datakit train` output folder: the loss curve's numbers
+        click.echo(curve_text(build_dir))
+        return
     if sample is not None and sample < 1:
         raise click.ClickException(f"--sample needs at least 1 row (got {sample})")
     if html_path:
@@ -154,51 +158,73 @@ def inspect(build_dir, split, row, sample, seed, grep, limit, table, no_color, h
         click.echo()
 
 
+def _train_options(fn):
+    from .train.options import cli_options
+
+    return cli_options()(fn)
+
+
 @cli.command()
 @click.argument("recipe", required=False, type=click.Path(dir_okay=False))
 @click.option("--data", type=click.Path(file_okay=False), help="A built folder (default: the recipe's output).")
-@click.option("--model", "base_model", help="Base model: a local folder or hub id (recipe: train.base_model).")
-@click.option("--output-dir", help="Where the adapter, tokenizer and training state go.")
-@click.option("--max-steps", type=int, help="Stop after this many optimizer steps.")
-@click.option("--num-epochs", "num_epochs", type=float, help="Epochs over the train split (default 3).")
-@click.option("--micro-batch-size", type=int, help="Rows per device step (default 4).")
-@click.option("--batch-size", type=int, help="Rows per optimizer step; accumulation = batch / micro (default 128).")
-@click.option("--learning-rate", type=float, help="Peak learning rate (default 3e-4).")
-@click.option("--lora-r", type=int, help="LoRA rank (default 8).")
-@click.option("--lora-alpha", type=int, help="LoRA alpha (default 16).")
-@click.option("--lora-dropout", type=float, help="LoRA dropout (default 0.05).")
-@click.option("--lora-target-modules", help="Comma-separated module names (default q_proj,k_proj,v_proj,o_proj).")
-@click.option("--warmup-steps", type=int, help="Linear warm-up steps (default 100).")
-@click.option("--logging-steps", type=int, help="Log (and evaluate) every N steps (default 10).")
-@click.option("--save-steps", type=int, help="Save a checkpoint every N steps (default 200).")
-@click.option("--gradient-checkpointing", is_flag=True, default=None, help="Trade compute for memory.")
 @click.option("--resume-from-checkpoint", is_flag=False, flag_value="latest", default=None,
               help="Resume from PATH, or from the latest checkpoint in the output folder when no PATH is given.")
+@_train_options
 @silent_option
 @handle_errors
 def train(recipe, data, resume_from_checkpoint, silent, **options):
-    """Fine-tune a model with LoRA on a built folder (needs `pip install 'datakit[train]'`).
+    """Fine-tune a model (LoRA, QLoRA or full) on a built folder; needs `pip install 'datakit[train]'`.
+
+    Every option can also be set in the recipe's `train:` section; a flag wins over the recipe.
 
     Example:
 
         datakit train --data build/alpaca --model path/to/llama --max-steps 200
 
-        datakit train recipes/alpaca.yaml --micro-batch-size 8
+        datakit train recipes/alpaca.yaml --micro-batch-size 8 --lora-target-modules all-linear --merge
     """
     from .train import config_from, train as run_train
+    from .train.options import parse_target_modules
 
     if options.get("lora_target_modules"):
-        options["lora_target_modules"] = [m.strip() for m in options["lora_target_modules"].split(",") if m.strip()]
-    config, model, recipe_data = config_from(recipe, options)
+        options["lora_target_modules"] = parse_target_modules(options["lora_target_modules"])
+    config, recipe_data = config_from(recipe, options)
     data = data or recipe_data
-    if not data or not model:
+    if not data or not config.base_model:
         raise click.UsageError("give --data DIR and --model MODEL (or a RECIPE with output and train.base_model)")
     resume = True if resume_from_checkpoint == "latest" else resume_from_checkpoint
-    result = run_train(data, model=model, config=config, resume_from_checkpoint=resume, silent=silent)
+    result = run_train(data, config=config, resume_from_checkpoint=resume, silent=silent)
     if not silent:
         shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in result.metrics.items()}
-        click.echo(f"saved the LoRA adapter to {result.output_dir}: {shown}")
+        what = "model" if config.finetune == "full" else "LoRA adapter"
+        click.echo(f"saved the {what} to {result.output_dir} (curve: {result.output_dir / 'loss.png'}): {shown}")
+        if result.merged_dir:
+            click.echo(f"merged model: {result.merged_dir}")
 
+
+@cli.command()
+@click.argument("adapter_dir", metavar="ADAPTER_DIR", type=click.Path(file_okay=False))
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False),
+              help="A new folder for the merged model, its tokenizer and chat template.")
+@click.option("--model", "base_model", default=None,
+              help="The base model (default: the one the adapter was trained from).")
+@click.option("--trust-remote-code", is_flag=True, help="Let the model folder run its own Python code.")
+@silent_option
+@handle_errors
+def merge(adapter_dir, output, base_model, trust_remote_code, silent):
+    """Fold a LoRA adapter into its base model, ready for vLLM or `from_pretrained`.
+
+    Example:
+
+        datakit merge build/alpaca-lora --output build/alpaca-merged
+    """
+    from .train import merge as run_merge
+    from .train.quiet import silenced
+
+    with silenced(silent):
+        out = run_merge(adapter_dir, output=output, base_model=base_model, trust_remote_code=trust_remote_code)
+    if not silent:
+        click.echo(f"wrote the merged model to {out}")
 
 
 class _NoPandas:

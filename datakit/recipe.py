@@ -16,6 +16,7 @@ from typing import Any
 
 from .errors import RecipeError
 from .recipe_files import parse_yaml
+from .train.options import TrainConfig  # the train: section's options live with the trainer
 
 SFT_FORMATS = ("alpaca", "prompt_completion", "messages", "sharegpt")
 BUILTIN_TEMPLATES = ("alpaca", "alpaca_short", "alpaca_legacy")
@@ -86,27 +87,6 @@ class SplitConfig:
     val_set_size: float = 0
     seed: int = 42
     shuffle: bool = True
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrainConfig:
-    base_model: str | None = None
-    output_dir: str | None = None
-    batch_size: int = 128
-    micro_batch_size: int = 4
-    num_epochs: float = 3
-    max_steps: int | None = None
-    learning_rate: float = 3e-4
-    warmup_steps: int = 100
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    lora_target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    gradient_checkpointing: bool = False
-    logging_steps: int = 10
-    save_steps: int = 200
-    seed: int = 42
 
 
 STEP_OPTIONS: dict[str, type] = {

@@ -1,4 +1,4 @@
-"""`datakit train` on the CPU with a tiny random Llama (no downloads)."""
+"""`datakit train` end to end on the CPU with a tiny random Llama (no downloads)."""
 import dataclasses
 import json
 
@@ -9,54 +9,35 @@ pytest.importorskip("peft")
 
 import datakit  # noqa: E402
 from datakit.errors import TrainError  # noqa: E402
-from datakit.recipe import TrainConfig  # noqa: E402
-from datakit.train import Collator, train  # noqa: E402
+from datakit.train import Collator, TrainConfig, train  # noqa: E402
 
-RECORDS = [{"instruction": f"Repeat the word number {i}.", "input": "", "output": f"word {i} word {i}"}
-           for i in range(24)]
-
-
-def tiny_llama(path, vocab_size):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
-                      bos_token_id=1, eos_token_id=2, pad_token_id=3,
-                      initializer_range=0.5)  # logits that a frozen lm_head lets LoRA move
-    LlamaForCausalLM(cfg).save_pretrained(str(path))
-    return path
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory, hf_tokenizer):
-    import yaml
-
-    tmp = tmp_path_factory.mktemp("train")
-    (tmp / "d.json").write_text(json.dumps(RECORDS))
-    (tmp / "r.yaml").write_text(yaml.safe_dump({
-        "tokenizer": str(hf_tokenizer), "sources": [{"path": "d.json", "format": "alpaca"}],
-        "transforms": [{"template": "alpaca_short"}, {"tokenize": {"cutoff_len": 64}}],
-        "split": {"val_set_size": 4, "seed": 0}, "output": "built"}))
-    datakit.run_build(tmp / "r.yaml", silent=True)
-    return tmp / "built", tiny_llama(tmp / "model", 1000)
-
-
-def test_training_lowers_the_loss_and_the_adapter_reloads(built, tmp_path):
+def test_training_lowers_the_loss_evaluates_saves_and_plots_on_schedule(built, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    from datakit.train.plot import curve
+
     data, model = built
-    cfg = TrainConfig(max_steps=30, batch_size=4, micro_batch_size=4, learning_rate=3e-2, warmup_steps=0,
-                      logging_steps=5, lora_r=8, lora_alpha=16, lora_dropout=0.0,
-                      lora_target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    cfg = TrainConfig(max_steps=20, batch_size=4, micro_batch_size=4, learning_rate=3e-2, warmup_steps=0,
+                      logging_steps=5, eval_steps=10, save_steps=5, save_total_limit=2, lora_r=8, lora_alpha=16,
+                      lora_dropout=0.0, lora_target_modules="all-linear")
     result = train(data, model=str(model), config=cfg, output_dir=tmp_path / "out", silent=True)
     losses = [h["loss"] for h in result.log_history if "loss" in h]
-    assert len(losses) >= 4 and losses[-1] < losses[0] - 1.0, losses
+    assert len(losses) == 4 and losses[-1] < losses[0] - 1.0, losses
+    # evaluation at eval_steps, not at every logging step; the last one is not repeated
+    assert [h["step"] for h in result.log_history if "eval_loss" in h] == [10, 20]
     assert "eval_loss" in result.metrics
     out = result.output_dir
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-15", "checkpoint-20"]
     assert (out / "adapter_config.json").is_file() and (out / "trainer_state.json").is_file()
     assert (out / "tokenizer.json").is_file()
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    assert {m.rsplit(".", 1)[-1] for m in adapter["target_modules"]} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                              "down_proj"}  # all-linear: every linear layer but lm_head
+    png = (out / "loss.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert [s for s, _ in curve(state["log_history"])["loss"]] == [5, 10, 15, 20]
     reloaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(model)), str(out)).eval()
     trained = result.model.eval()
     batch = torch.tensor([datakit.load(data)["train"][0]["input_ids"]])
@@ -87,12 +68,12 @@ def test_masked_tokens_do_not_count_in_the_loss(built):
     assert not torch.allclose(out.loss, full, atol=1e-3)
 
 
-def test_clear_errors(built, tmp_path, monkeypatch):
+def test_clear_errors(built, tmp_path, monkeypatch, make_llama):
     from datasets import Dataset, DatasetDict
 
     data, model = built
-    small = tiny_llama(tmp_path / "small", 100)
-    with pytest.raises(TrainError, match="beyond the model's vocabulary of 100"):
+    small = make_llama(tmp_path / "small", 100)
+    with pytest.raises(TrainError, match="1000 tokens.*has 100 embeddings"):
         train(data, model=str(small), config=TrainConfig(max_steps=1), silent=True)
     nolabels = tmp_path / "nolabels"
     DatasetDict(train=Dataset.from_dict({"input_ids": [[1, 5, 2]]})).save_to_disk(str(nolabels))
@@ -111,8 +92,9 @@ def test_cli_reads_the_recipe_train_section(built, tmp_path):
     from datakit.cli import cli
 
     data, model = built
-    recipe = yaml.safe_load((data.parent / "r.yaml").read_text())
+    recipe = yaml.safe_load((data.parent / "built.yaml").read_text())
     recipe["output"] = str(data)
+    recipe["sources"][0]["path"] = str(data.parent / recipe["sources"][0]["path"])
     recipe["train"] = {"base_model": str(model), "batch_size": 2, "micro_batch_size": 1, "max_steps": 2,
                        "lora_target_modules": ["q_proj", "v_proj"], "output_dir": str(tmp_path / "cli")}
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
@@ -130,7 +112,7 @@ def test_example_training_script_runs(built, tmp_path):
     from pathlib import Path
 
     data, model = built
-    script = Path(__file__).resolve().parents[1] / "examples" / "train_lora.py"
+    script = Path(__file__).resolve().parents[2] / "examples" / "train_lora.py"
     out = subprocess.run([sys.executable, str(script), str(data), str(model), "--steps", "3", "--batch", "2"],
                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
