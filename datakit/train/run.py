@@ -63,7 +63,7 @@ def train(data: str | Path, *, model: str | None = None, config: TrainConfig | N
     cfg = config or TrainConfig()
     name = model or cfg.base_model
     if not name:
-        raise TrainError("no base model: pass --model (or set train.base_model in the recipe)")
+        raise TrainError("no base model: pass model= (or set train.base_model in the recipe)")
     data = Path(data)
     manifest = read_manifest(data)
     with silenced(silent):
