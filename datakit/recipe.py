@@ -45,6 +45,7 @@ class TokenizeOptions:
     add_eos_token: bool = True
     train_on_inputs: bool = False
     train_on: str = "all_assistant"
+    inference_mismatch: str = "count"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -5,30 +5,26 @@ Two kinds of template:
   alpaca, alpaca_short and alpaca_legacy, or any file of that shape. The supervised span is the
   response; the prompt is everything before it.
 - ``chat``: a Jinja chat template (the tokenizer's, or the recipe's ``chat_template``), rendered in
-  a sandbox. Each assistant turn is located by rendering the conversation up to it: the span runs
-  from the turn's content to the end of its end-of-turn marker (e.g. ``<|im_end|>``). This needs
-  no ``{% generation %}`` markers, and a template that does not render incrementally is an error.
+  a sandbox with limits (chat_sandbox.py); each assistant turn is located in the render as
+  chat.py describes, with no ``{% generation %}`` markers needed.
+
+Both also give the ranges of text that came from the data (render.py), which ``tokenize`` encodes
+as plain text even where it spells a special token.
 """
 from __future__ import annotations
 
-import itertools
 import json
+import string
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 
 from ..errors import TemplateError
 from ..recipe import BUILTIN_TEMPLATES, TemplateOptions
 from ..tokenization import Tokenizer
-from ..columns import list_array
 from .base import BaseStep
-
-OUTPUT_SCHEMA = pa.schema([("text", pa.string()), ("span_starts", pa.list_(pa.int32())),
-                           ("span_ends", pa.list_(pa.int32())), ("_where", pa.string()),
-                           ("_source", pa.int32()), ("_group", pa.int64())])
-
+from .render import RenderStep, Rendered
 
 def load_alpaca_template(name: str) -> dict:
     """A built-in name or a path to an alpaca-lora style JSON template, checked for its keys."""
@@ -54,36 +50,26 @@ def load_alpaca_template(name: str) -> dict:
     return data
 
 
-def _batch(texts: list[str], spans: list[list[tuple[int, int]]], source: pa.RecordBatch) -> pa.RecordBatch:
-    counts = np.fromiter(map(len, spans), dtype=np.int64, count=len(spans))
-    total = int(counts.sum())
-    flat = np.fromiter(itertools.chain.from_iterable(itertools.chain.from_iterable(spans)), dtype=np.int64,
-                       count=2 * total).reshape(-1, 2)
-    if total and flat.max() >= 2**31:
-        row = int(np.repeat(np.arange(len(spans)), counts)[int(np.argmax(flat.max(axis=1)))])
-        raise TemplateError(f"{source.column('_where')[row]}: the rendered row has 2**31 characters or more")
-    return pa.RecordBatch.from_arrays([
-        pa.array(texts, pa.string()),
-        list_array(flat[:, 0].astype(np.int32), counts, pa.int32()),
-        list_array(flat[:, 1].astype(np.int32), counts, pa.int32()),
-        source.column("_where"), source.column("_source"), source.column("_group"),
-    ], schema=OUTPUT_SCHEMA)
+class _Format:
+    """A ``str.format`` template that also tells where each field's value lands."""
 
+    def __init__(self, source: str):
+        self.source = source
+        self.parts = [(literal, field) for literal, field, _, _ in string.Formatter().parse(source)]
 
-class RenderStep(BaseStep):
-    """A template step: ``render(row) -> (text, supervised spans)`` for every row of a batch."""
-
-    def render(self, row: dict) -> tuple[str, list[tuple[int, int]]]:
-        raise NotImplementedError
-
-    def render_batch(self, batch: pa.RecordBatch) -> tuple[list[str], list[list[tuple[int, int]]]]:
-        out = [self.render(r) for r in batch.to_pylist()]
-        return [t for t, _ in out], [s for _, s in out]
-
-    def __call__(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
-        texts, spans = self.render_batch(batch)
-        self.stats["rows_read"] += len(texts)
-        return [_batch(texts, spans, batch)]
+    def __call__(self, values: dict, data: list[tuple[int, int]], offset: int = 0) -> str:
+        """The text; appends the (start, end) of every field value, shifted by ``offset``, to ``data``."""
+        out, n = [], offset
+        for literal, field in self.parts:
+            out.append(literal)
+            n += len(literal)
+            if field is not None:
+                value = values[field]
+                if value:
+                    data.append((n, n + len(value)))
+                out.append(value)
+                n += len(value)
+        return "".join(out)
 
 
 class AlpacaTemplate(RenderStep):
@@ -96,8 +82,10 @@ class AlpacaTemplate(RenderStep):
     def __init__(self, template: dict):
         super().__init__()
         self.template = template
+        self.with_input = _Format(template["prompt_input"])
+        self.without_input = _Format(template["prompt_no_input"])
 
-    def render_batch(self, batch: pa.RecordBatch) -> tuple[list[str], list[list[tuple[int, int]]]]:
+    def render_batch(self, batch: pa.RecordBatch) -> list[Rendered]:
         """Column by column; rows with a system text or a history go through ``render``."""
         names = batch.schema.names
         if "prompt" in names:
@@ -112,92 +100,60 @@ class AlpacaTemplate(RenderStep):
             plain = [not (s or h) for s, h in zip(systems, histories)]
         else:
             return super().render_batch(batch)
-        texts, spans = [], []
+        out = []
         general = None
         for i, (instruction, input_text, output, simple) in enumerate(zip(instructions, inputs, outputs, plain)):
             if not simple:
                 general = general or batch.to_pylist()
-                text, row_spans = self.render(general[i])
-                texts.append(text)
-                spans.append(row_spans)
+                out.append(self.render(general[i]))
                 continue
-            prompt = self.prompt(instruction, input_text)
-            texts.append(prompt + output)
-            spans.append(((len(prompt), len(prompt) + len(output)),))
-        return texts, spans
+            data: list[tuple[int, int]] = []
+            prompt = self.prompt(instruction, input_text, data=data)
+            span = (len(prompt), len(prompt) + len(output))
+            if output:
+                data.append(span)
+            out.append(Rendered(prompt + output, [span], data))
+        return out
 
-    def prompt(self, instruction: str, input_text: str = "") -> str:
-        t = self.template
+    def prompt(self, instruction: str, input_text: str = "", *, data: list | None = None, offset: int = 0) -> str:
+        data = [] if data is None else data
         if input_text:
-            return t["prompt_input"].format(instruction=instruction, input=input_text)
-        return t["prompt_no_input"].format(instruction=instruction)
+            return self.with_input({"instruction": instruction, "input": input_text}, data, offset)
+        return self.without_input({"instruction": instruction}, data, offset)
 
-    def render(self, row: dict) -> tuple[str, list[tuple[int, int]]]:
+    def render(self, row: dict) -> Rendered:
         if "messages" in row:
             raise TemplateError(f"{row['_where']}: alpaca templates render alpaca or prompt_completion "
                                 f"rows; use `template: chat` for conversations")
         if "prompt" in row:
-            exchanges = [(self.prompt(row["prompt"]), row["completion"])]
+            exchanges = [((row["prompt"], ""), row["completion"])]
         else:
-            exchanges = [(self.prompt(q), a) for q, a in row.get("history") or []]
-            exchanges.append((self.prompt(row["instruction"], row["input"]), row["output"]))
-        text = f"{row['system']}\n\n" if row.get("system") else ""
+            exchanges = [((q, ""), a) for q, a in row.get("history") or []]
+            exchanges.append(((row["instruction"], row["input"]), row["output"]))
+        system = row.get("system")
+        text = f"{system}\n\n" if system else ""
+        data = [(0, len(system))] if system else []
         spans = []
-        for k, (prompt, response) in enumerate(exchanges):
-            text += prompt
+        for k, ((instruction, input_text), response) in enumerate(exchanges):
+            text += self.prompt(instruction, input_text, data=data, offset=len(text))
             spans.append((len(text), len(text) + len(response)))
+            if response:
+                data.append(spans[-1])
             text += response
             if k < len(exchanges) - 1:
                 text += "\n\n"
-        return text, spans
-
-def _sandbox():
-    from jinja2 import nodes
-    from jinja2.ext import Extension
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    class GenerationTag(Extension):
-        """Accepts ``{% generation %}...{% endgeneration %}`` and renders its body as it is."""
-
-        tags = {"generation"}
-
-        def parse(self, parser):
-            lineno = next(parser.stream).lineno
-            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
-            return nodes.Scope(body, lineno=lineno)
-
-    def raise_exception(message):
-        raise TemplateError(f"chat template: {message}")
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[GenerationTag])
-    env.filters["tojson"] = lambda x, indent=None, **_: json.dumps(x, ensure_ascii=False, indent=indent)
-    env.globals["raise_exception"] = raise_exception
-    env.globals["strftime_now"] = lambda fmt: "1970-01-01"  # a build is reproducible: no clock
-    return env
+        return Rendered(text, spans, data)
 
 
-class ChatTemplate(RenderStep):
-    """Renders conversations (alpaca and prompt/completion rows become user/assistant turns)."""
+class ChatStep(RenderStep):
+    """``template: chat``: conversations (alpaca and prompt/completion rows become user/assistant
+    turns) through a Jinja chat template; see chat.py."""
 
     def __init__(self, source: str, *, tokenizer: Tokenizer, origin: str):
         super().__init__()
-        from jinja2 import TemplateSyntaxError
+        from .chat import ChatTemplate
 
-        self.origin = origin
-        try:
-            self.template = _sandbox().from_string(source)
-        except TemplateSyntaxError as e:
-            raise TemplateError(f"{origin}:{e.lineno}: chat template syntax error: {e.message}") from None
-        self.variables = {"bos_token": tokenizer.bos_token or "", "eos_token": tokenizer.eos_token or ""}
-
-    def _render(self, messages: list[dict], where: str, *, add_generation_prompt: bool) -> str:
-        try:
-            return self.template.render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                        **self.variables)
-        except TemplateError as e:
-            raise TemplateError(f"{where}: {e}") from None
-        except Exception as e:  # jinja raises SecurityError, UndefinedError, TypeError...
-            raise TemplateError(f"{where}: chat template {self.origin} failed: {type(e).__name__}: {e}") from None
+        self.chat = ChatTemplate(source, tokenizer=tokenizer, origin=origin)
 
     @staticmethod
     def messages(row: dict) -> list[dict]:
@@ -211,32 +167,9 @@ class ChatTemplate(RenderStep):
         user = row["instruction"] + (f"\n{row['input']}" if row["input"] else "")
         return msgs + [{"role": "user", "content": user}, {"role": "assistant", "content": row["output"]}]
 
-    def render(self, row: dict) -> tuple[str, list[tuple[int, int]]]:
-        where = row["_where"]
-        msgs = self.messages(row)
-        full = self._render(msgs, where, add_generation_prompt=False)
-        spans = []
-        for i, m in enumerate(msgs):
-            if m["role"] != "assistant":
-                continue
-            before = self._render(msgs[:i], where, add_generation_prompt=True)
-            upto = self._render(msgs[:i + 1], where, add_generation_prompt=False)
-            if not (full.startswith(upto) and upto.startswith(before)):
-                raise TemplateError(f"{where}: the chat template does not render turn {i} as a prefix of the "
-                                    f"conversation, so its assistant span cannot be located exactly")
-            segment = upto[len(before):]
-            content = m["content"]
-            at = segment.find(content) if content else 0
-            if at < 0 and content.strip():
-                content = content.strip()
-                at = segment.find(content)
-            if at < 0:
-                raise TemplateError(f"{where}: field 'messages[{i}].content': the chat template changes the "
-                                    f"assistant text, so it cannot be located in the rendered turn")
-            start = len(before) + at
-            end = len(before) + len(segment.rstrip())
-            spans.append((start, max(end, start + len(content))))
-        return full, spans
+    def render(self, row: dict) -> Rendered:
+        return Rendered(*self.chat.locate(self.messages(row), row["_where"]))
+
 
 def make_template(options: TemplateOptions, *, tokenizer: Tokenizer, chat_template: str | None) -> BaseStep:
     if options.name != "chat":
@@ -252,4 +185,4 @@ def make_template(options: TemplateOptions, *, tokenizer: Tokenizer, chat_templa
     if not source:
         raise TemplateError(f"tokenizer {tokenizer.source} has no chat template; set `chat_template:` in "
                             f"the recipe (inline Jinja or a .jinja file)")
-    return ChatTemplate(source, tokenizer=tokenizer, origin=origin)
+    return ChatStep(source, tokenizer=tokenizer, origin=origin)

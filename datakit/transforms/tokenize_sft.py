@@ -7,9 +7,17 @@ tokenization/prefix.py), ``train_on: all_assistant|last_assistant``. Rows left w
 supervised token are dropped and counted. Every batch is checked before it leaves the step:
 supervised tokens lie inside supervised spans, labels are -100 or their input id, and a row never
 starts with two BOS tokens. A failed check is an error naming the row.
+
+Chat rows: the template writes its own BOS and markup, so no special token is added unless
+``add_special_tokens: true`` (transformers' ``apply_chat_template`` adds none either). The text
+before the last assistant turn must be what inference feeds the model: the ids of
+``messages[:last]`` rendered with the generation prompt (see chat.py). A row where they differ is
+counted as ``rows_inference_mismatch`` (the first few named under ``inference_mismatch``), or is
+an error with ``inference_mismatch: error``.
 """
 from __future__ import annotations
 
+import inspect
 import threading
 from collections import Counter
 
@@ -33,6 +41,9 @@ class _Wheres:
         return self.column[int(i)].as_py()
 
 
+MISMATCH_EXAMPLES = 5  # rows the manifest names per build when the inference prompt differs
+
+
 class TokenizeSFT(BaseStep):
     stateless = True  # batches are independent: the executor may run two at once
 
@@ -45,25 +56,33 @@ class TokenizeSFT(BaseStep):
         # a token the model never sees at inference. So add_eos_token applies to alpaca templates.
         self.add_eos = options.add_eos_token and not chat
         self.eos_id = tokenizer.require_eos("`add_eos_token`") if self.add_eos else tokenizer.eos_id
+        self.chat = chat
+        self.special = options.add_special_tokens if options.add_special_tokens is not None or not chat else False
+        # the data ranges (text from the data, never parsed into special tokens) go to tokenizers that take them
+        self._takes_data = "data" in inspect.signature(tokenizer.encode_with_spans).parameters
         self._lock = threading.Lock()
 
-    def _encode(self, texts: list[str], spans: list[list[tuple[int, int]]]):
+    def _encode_part(self, texts, spans, data, special):
+        extra = {"data": data} if self._takes_data and data is not None else {}
+        return self.tokenizer.encode_with_spans(texts, spans, add_special_tokens=special, parse_special=True,
+                                                max_tokens=self.options.cutoff_len, **extra)
+
+    def _encode(self, texts: list[str], spans: list[list[tuple[int, int]]], data=None):
         """Encode with span marks; a text that already starts with the BOS string gets no second BOS.
         Rows longer than cutoff_len may be tokenized only as far as the cutoff (Encoded.cut)."""
-        tok, opt = self.tokenizer, self.options.add_special_tokens
-        cutoff = self.options.cutoff_len
+        tok, opt = self.tokenizer, self.special
         bos = tok.bos_token
         flags = [opt is None and bool(bos) and t.startswith(bos) for t in texts]
         if not any(flags) or all(flags):
             special = False if all(flags) and texts else opt
-            return tok.encode_with_spans(texts, spans, add_special_tokens=special, parse_special=True,
-                                         max_tokens=cutoff)
+            return self._encode_part(texts, spans, data, special)
         order = [i for i, f in enumerate(flags) if f] + [i for i, f in enumerate(flags) if not f]
         k = sum(flags)
-        parts = [tok.encode_with_spans([texts[i] for i in order[:k]], [spans[i] for i in order[:k]],
-                                       add_special_tokens=False, parse_special=True, max_tokens=cutoff),
-                 tok.encode_with_spans([texts[i] for i in order[k:]], [spans[i] for i in order[k:]],
-                                       add_special_tokens=opt, parse_special=True, max_tokens=cutoff)]
+        pick = (lambda rows, sel: None if rows is None else [rows[i] for i in sel])  # noqa: E731
+        parts = [self._encode_part([texts[i] for i in order[:k]], [spans[i] for i in order[:k]],
+                                   pick(data, order[:k]), False),
+                 self._encode_part([texts[i] for i in order[k:]], [spans[i] for i in order[k:]],
+                                   pick(data, order[k:]), opt)]
         rows = {}
         bad = []
         cut = np.zeros(len(texts), dtype=bool)
@@ -79,13 +98,28 @@ class TokenizeSFT(BaseStep):
         lengths = np.array([len(rows[i][0]) for i in range(len(texts))], dtype=np.int64)
         return Encoded(ids, lengths, cut=cut if cut.any() else None), sup, sorted(bad)
 
-    def _spans(self, batch: pa.RecordBatch) -> list[list[tuple[int, int]]]:
+    def _spans(self, batch: pa.RecordBatch, *, last: bool = False) -> list[list[tuple[int, int]]]:
         starts = batch.column("span_starts").to_pylist()
         ends = batch.column("span_ends").to_pylist()
         spans = [list(zip(a, b)) for a, b in zip(starts, ends)]
-        if self.options.train_on == "last_assistant":
+        if last or self.options.train_on == "last_assistant":
             spans = [row[-1:] for row in spans]
         return spans
+
+    def _count_mismatch(self, wrong: list[int], wheres, stats: Counter) -> None:
+        """Rows whose text before the last turn is not the inference prompt: counted, the first
+        few named in the manifest, or an error with ``inference_mismatch: error``."""
+        if not wrong:
+            return
+        if self.options.inference_mismatch == "error":
+            raise TemplateError(f"{wheres[wrong[0]]}: the ids before the last assistant turn differ from the "
+                                f"ids of the conversation up to it rendered with the generation prompt (what "
+                                f"inference feeds the model); see `inference_mismatch` in the README")
+        stats["rows_inference_mismatch"] += len(wrong)
+        with self._lock:
+            named = sum(1 for k in self.stats if k.startswith("inference_mismatch."))
+            for r in wrong[:max(0, MISMATCH_EXAMPLES - named)]:
+                stats[f"inference_mismatch.{wheres[r]}"] = 1
 
     def __call__(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
         opt = self.options
@@ -93,10 +127,21 @@ class TokenizeSFT(BaseStep):
         wheres = _Wheres(batch.column("_where"))
         spans = self._spans(batch)
         stats: Counter = Counter()
-        enc, sup, bad = self._encode(texts, spans)
+        data = None
+        if "data_starts" in batch.schema.names:
+            data = [list(zip(a, b)) for a, b in zip(batch.column("data_starts").to_pylist(),
+                                                    batch.column("data_ends").to_pylist())]
+        enc, sup, bad = self._encode(texts, spans, data)
         if bad:
             raise TemplateError(f"{wheres[bad[0]]}: mask check failed: the supervised tokens do not match "
                                 f"the response's characters (a token straddles or escapes the span)")
+        if self.chat and "prompt_ok" in batch.schema.names:
+            from .prompt_check import inference_mismatch
+
+            starts = [row[-1][0] if row else None for row in self._spans(batch, last=True)]
+            wrong = inference_mismatch(self.tokenizer, texts, starts, batch.column("prompt_ok").to_pylist(), enc, sup,
+                                       special=self.special)
+            self._count_mismatch(wrong, wheres, stats)
         if opt.train_on_inputs:
             sup[:] = True
         last_row = np.array([i for i, row in enumerate(spans) if row], dtype=np.int64)

@@ -137,9 +137,11 @@ INST_TEMPLATE = ("{% for m in messages %}{% if m['role'] == 'user' %}[INST] {{ m
                  "{% elif m['role'] == 'assistant' %} {{ m['content'] }}</s>{% endif %}{% endfor %}")
 
 
-@pytest.mark.parametrize("template, marker", [(None, "<|im_end|>"), (INST_TEMPLATE, "</s>")])
+# What the model generates after the prompt: with INST_TEMPLATE (no generation prompt) that is
+# the space the template writes before the answer, too.
+@pytest.mark.parametrize("template, lead, marker", [(None, "", "<|im_end|>"), (INST_TEMPLATE, " ", "</s>")])
 @pytest.mark.parametrize("train_on", ["all_assistant", "last_assistant"])
-def test_supervised_tokens_decode_to_the_assistant_turns(make_recipe, hf_tokenizer, template, marker, train_on):
+def test_supervised_tokens_decode_to_the_assistant_turns(make_recipe, hf_tokenizer, template, lead, marker, train_on):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(hf_tokenizer))
@@ -151,7 +153,7 @@ def test_supervised_tokens_decode_to_the_assistant_turns(make_recipe, hf_tokeniz
         if train_on == "last_assistant":
             turns = turns[-1:]
         supervised = [t for t, l in zip(row, lab) if l != IGNORE]
-        assert tok.decode(supervised) == "".join(t + marker for t in turns)
+        assert tok.decode(supervised) == "".join(lead + t + marker for t in turns)
         assert row[:2] != [tok.bos_token_id] * 2
 
 
