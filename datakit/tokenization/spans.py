@@ -44,7 +44,7 @@ def encode_with_spans(tok, texts: list[str], spans: list[list[tuple[int, int]]],
         if strategy == "spelled":
             raise TokenizerError(f"tokenizer {tok.source}: its ids do not spell these texts byte for byte")
     enc = tok.encode_with_offsets(texts, add_special_tokens=add_special_tokens, parse_special=parse_special)
-    return (enc, *mark(enc, spans))
+    return (enc, *mark(enc, spans, tok.special_ids()))
 
 
 def _spelled(tok, texts, spans, *, special: bool, parse_special: bool, max_tokens: int | None):
@@ -68,4 +68,4 @@ def _spelled(tok, texts, spans, *, special: bool, parse_special: bool, max_token
     byte_spans = [row if t.isascii() else [(len(t[:a].encode()), len(t[:b].encode())) for a, b in row]
                   for t, row in zip(texts, spans)]
     enc = Encoded(ids, lengths, offsets, cut)
-    return (enc, *mark(enc, byte_spans))
+    return (enc, *mark(enc, byte_spans, tok.special_ids()))

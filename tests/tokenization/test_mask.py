@@ -1,17 +1,15 @@
-"""Span marks (tokenization/mask.py) against a per-token Python loop."""
+"""Span marks (tokenization/mask.py) against a per-token Python loop of the rule."""
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from datakit.tokenization.mask import misplaced, tokens_in_spans
+from datakit.tokenization.base import Encoded
+from datakit.tokenization.mask import mark, misplaced, tokens_in_spans
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.data())
-def test_span_lookup_matches_a_plain_reference(data):
-    """tokens_in_spans (both its paths) and misplaced against a per-token Python loop."""
+def _draw_rows(data, one_each):
+    """Tokens as consecutive ranges (some zero-width) and disjoint spans, per row."""
     n_rows = data.draw(st.integers(1, 5))
-    one_each = data.draw(st.booleans())
     tok_row, tok_start, tok_end, spans = [], [], [], []
     for r in range(n_rows):
         cuts = sorted(data.draw(st.lists(st.integers(0, 40), min_size=1, max_size=12)))
@@ -20,13 +18,48 @@ def test_span_lookup_matches_a_plain_reference(data):
         k = 1 if one_each else data.draw(st.integers(0, 3))
         bounds = sorted(data.draw(st.lists(st.integers(0, 45), min_size=2 * k, max_size=2 * k, unique=True)))
         spans += [(r, bounds[2 * i], bounds[2 * i + 1]) for i in range(k)]
+    return tok_row, tok_start, tok_end, spans
+
+
+def _overlaps(r, a, b, spans):
+    return b > a and any(r == sr and a < se and b > ss for sr, ss, se in spans)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_span_lookup_matches_a_plain_reference(data):
+    """tokens_in_spans (both its paths) and misplaced against a per-token Python loop."""
+    tok_row, tok_start, tok_end, spans = _draw_rows(data, data.draw(st.booleans()))
     span_row, span_start, span_end = (np.array([s[i] for s in spans], dtype=np.int64) for i in range(3))
     sup = tokens_in_spans(np.array(tok_row), np.array(tok_start), np.array(tok_end), span_row, span_start, span_end)
-    want = [b > a and any(r == sr and ss <= a and b <= se for sr, ss, se in spans)
-            for r, a, b in zip(tok_row, tok_start, tok_end)]
+    want = [_overlaps(r, a, b, spans) for r, a, b in zip(tok_row, tok_start, tok_end)]
     assert sup.tolist() == want
     assert len(misplaced(np.array(tok_row), np.array(tok_start), np.array(tok_end), sup,
                          span_row, span_start, span_end)) == 0
     wrong = np.array(want) | (np.array(tok_end) > np.array(tok_start))  # every non-empty token marked
     bad = misplaced(np.array(tok_row), np.array(tok_start), np.array(tok_end), wrong, span_row, span_start, span_end)
     assert sorted(bad.tolist()) == [i for i, w in enumerate(wrong) if w and not want[i]]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_zero_width_tokens_take_the_label_of_the_next_token(data):
+    """mark(): a zero-width token is labelled as the next token of its row that spells text;
+    special ids (BOS/EOS added around a text) never are."""
+    tok_row, tok_start, tok_end, spans = _draw_rows(data, False)
+    ids = data.draw(st.lists(st.integers(0, 1), min_size=len(tok_row), max_size=len(tok_row)))
+    special = {0}
+    n_rows = max(tok_row) + 1
+    lengths = np.bincount(tok_row, minlength=n_rows)
+    enc = Encoded(np.array(ids, dtype=np.int32), lengths, np.array(list(zip(tok_start, tok_end))).reshape(-1, 2))
+    by_row = [[(a, b) for sr, a, b in spans if sr == r] for r in range(n_rows)]
+    sup, bad = mark(enc, by_row, special)
+    want = []
+    for i, (r, a, b) in enumerate(zip(tok_row, tok_start, tok_end)):
+        if a == b and ids[i] not in special:
+            later = [j for j in range(i + 1, len(tok_row)) if tok_row[j] == r and tok_end[j] > tok_start[j]]
+            want.append(bool(later) and _overlaps(r, tok_start[later[0]], tok_end[later[0]], spans))
+        else:
+            want.append(_overlaps(r, a, b, spans))
+    assert sup.tolist() == want
+    assert bad == []
