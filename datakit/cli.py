@@ -10,6 +10,7 @@ import click
 
 from . import __version__, _stop_quietly
 from .errors import DatakitError
+from .train.options import cli_options as train_options  # light: dataclasses only, no torch
 
 if signal.getsignal(signal.SIGINT) is _stop_quietly:  # the command's imports are done (see __init__)
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -158,18 +159,12 @@ def inspect(build_dir, split, row, sample, seed, grep, limit, table, no_color, h
         click.echo()
 
 
-def _train_options(fn):
-    from .train.options import cli_options
-
-    return cli_options()(fn)
-
-
 @cli.command()
 @click.argument("recipe", required=False, type=click.Path(dir_okay=False))
 @click.option("--data", type=click.Path(file_okay=False), help="A built folder (default: the recipe's output).")
 @click.option("--resume-from-checkpoint", is_flag=False, flag_value="latest", default=None,
               help="Resume from PATH, or from the latest checkpoint in the output folder when no PATH is given.")
-@_train_options
+@train_options()
 @silent_option
 @handle_errors
 def train(recipe, data, resume_from_checkpoint, silent, **options):

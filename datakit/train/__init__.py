@@ -12,7 +12,6 @@ and peft, and exporting the result.
 """
 from __future__ import annotations
 
-from ..columns import IGNORE_INDEX
 from .options import TrainConfig
 
 __all__ = ["IGNORE_INDEX", "TrainConfig", "TrainResult", "train", "merge", "config_from", "Collator",
@@ -25,6 +24,10 @@ def __getattr__(name: str):
         from . import run
 
         return getattr(run, name)
+    if name == "IGNORE_INDEX":
+        from ..columns import IGNORE_INDEX
+
+        return IGNORE_INDEX
     if name == "merge":
         from .export import merge
 
