@@ -80,10 +80,10 @@ def _build_into(folder: Path, recipe: Recipe, tokenizer: Tokenizer, steps: list[
     """Run the stages into the staging ``folder``; returns the manifest written there."""
     progress = Progress(total=input_bytes(recipe.sources), silent=silent, sft=recipe.is_sft)
     rows = SpillWriter(folder / ".spill")
-    split_steps = [s for s in steps if getattr(s, "after_split", False)]
+    split_steps = [s for s in steps if s.after_split]
+    row_steps = [s for s in steps if not s.after_split]
     try:
-        files = engine.run(recipe, [s for s in steps if s not in split_steps], rows,
-                           progress=progress)  # read -> steps -> spill
+        produced = engine.run(recipe, row_steps, rows, progress=progress)  # read -> steps -> spill
     finally:
         rows.close()
         progress.close()
@@ -94,11 +94,12 @@ def _build_into(folder: Path, recipe: Recipe, tokenizer: Tokenizer, steps: list[
         raise DatakitError("the build produced no rows: every document or row was dropped "
                            f"({json.dumps(nest_counts(counts))})")
     plan = plan_splits(recipe, rows)
-    inputs = [{"path": f.path, "bytes": f.bytes, "records": f.records, "sha256": f.sha256} for f in files]
+    inputs = [{"path": f.path, "bytes": f.bytes, "records": f.records, "sha256": f.sha256} for f in produced.files]
     fingerprint = inputs_fingerprint(recipe=to_dict(recipe), tokenizer=tokenizer.fingerprint, inputs=inputs)
     bar = progress.writing(sum(len(idx) for idx in plan.splits.values()))
     writers = make_writers(["hf"], fingerprint=fingerprint)
-    splits = write(plan, rows, folder, writers=writers, split_steps=split_steps,
+    split_seconds = [0.0] * len(split_steps)
+    splits = write(plan, rows, folder, writers=writers, split_steps=split_steps, seconds=split_seconds,
                    on_rows=bar.update if bar else (lambda n: None))
     if bar:
         bar.close()
@@ -108,10 +109,15 @@ def _build_into(folder: Path, recipe: Recipe, tokenizer: Tokenizer, steps: list[
         kind="sft" if recipe.is_sft else "pretrain", recipe=to_dict(recipe), tokenizer=tokenizer.describe(),
         inputs=inputs, fingerprint=fingerprint, counts=counts, splits=splits, sources=plan.sources,
         lengths=lengths,
-        # seconds spent inside each step, summed over the threads that ran it
-        timings={cfg.name: getattr(s, "seconds", 0.0) for cfg, s in zip(recipe.transforms, steps)})
+        timings=_timings(recipe, steps, {**dict(zip(row_steps, produced.seconds)),
+                                         **dict(zip(split_steps, split_seconds))}))
     write_manifest(folder, manifest)
     return manifest
+
+
+def _timings(recipe: Recipe, steps: list[Step], seconds: dict[Step, float]) -> dict[str, float]:
+    """Seconds spent inside each step (by its recipe name), summed over the threads that ran it."""
+    return {cfg.name: seconds[step] for cfg, step in zip(recipe.transforms, steps)}
 
 
 def build(recipe: Recipe | dict | str | Path, *, output: str | Path | None = None, overwrite: bool = False,

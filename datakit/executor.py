@@ -1,17 +1,18 @@
-"""Executors run a chain of steps over shards. A step never knows which executor runs it.
+"""The local executor: a chain of steps over one shard's batches, timed per step.
 
-``run_chain`` is the local executor for one shard. Its steps are cut in two stages that overlap:
-reading, parsing and templating (Python) run in a feeder thread while the tokenizer (Rust or C++,
-GIL released, every core) works on the previous batch in the calling thread. A distributed
-executor (Ray Data) maps the same step objects with ``map_batches(batch_format="pyarrow")``
-over explicit shards and calls ``flush`` once per shard.
+The chain is cut where the step contract says (``Step.releases_gil``): the steps before the first
+such step (reading, parsing, templating: Python) run in a feeder thread, that step (a tokenizer:
+Rust or C++, GIL released) runs on ``WORKERS`` batches at once when it is ``stateless``, and the
+rest run in the calling thread. When that step is the first, there is nothing to feed and the
+chain runs in one thread, the tokenizer's own pool using the cores. A distributed engine maps the
+same step objects (``table_fn``) over explicit shards and calls ``flush`` once per shard.
 """
 from __future__ import annotations
 
 import os
 import queue
-import time
 import threading
+import time
 from contextlib import contextmanager
 from typing import Iterable, Iterator
 
@@ -23,25 +24,68 @@ _DONE = object()
 WORKERS = 2  # batches tokenized at once
 
 
-def _through(batch: pa.RecordBatch, steps: list[Step], start: int) -> Iterator[pa.RecordBatch]:
-    if start == len(steps):
-        if batch.num_rows:
-            yield batch
-        return
-    step = steps[start]
-    t = time.perf_counter()
-    outs = step(batch)
-    step.seconds = getattr(step, "seconds", 0.0) + time.perf_counter() - t
-    for out in outs:
-        yield from _through(out, steps, start + 1)
+def threading_cut(steps: list[Step]) -> int | None:
+    """The index of the first step that releases the GIL (run on several batches at once)."""
+    return next((i for i, s in enumerate(steps) if getattr(s, "releases_gil", False)), None)
 
 
-def _serial(batches: Iterable[pa.RecordBatch], steps: list[Step]) -> Iterator[pa.RecordBatch]:
-    for batch in batches:
-        yield from _through(batch, steps, 0)
-    for i, step in enumerate(steps):
-        for out in step.flush():
-            yield from _through(out, steps, i + 1)
+class _Chain:
+    """``steps`` with the seconds spent in each (summed over the threads that ran it)."""
+
+    def __init__(self, steps: list[Step], seconds: list[float]):
+        self.steps, self.seconds = steps, seconds
+
+    def through(self, batch: pa.RecordBatch, start: int, stop: int) -> Iterator[pa.RecordBatch]:
+        if start == stop:
+            if batch.num_rows:
+                yield batch
+            return
+        t = time.perf_counter()
+        outs = self.steps[start](batch)
+        self.seconds[start] += time.perf_counter() - t
+        for out in outs:
+            yield from self.through(out, start + 1, stop)
+
+    def flush(self, start: int, stop: int) -> Iterator[pa.RecordBatch]:
+        """Flush steps[start:stop] in order; what each hands over runs through the rest."""
+        for i in range(start, stop):
+            t = time.perf_counter()
+            outs = self.steps[i].flush()
+            self.seconds[i] += time.perf_counter() - t
+            for out in outs:
+                yield from self.through(out, i + 1, stop)
+
+    def serial(self, batches: Iterable[pa.RecordBatch], start: int, stop: int) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            yield from self.through(batch, start, stop)
+        yield from self.flush(start, stop)
+
+    def parallel(self, batches: Iterator[pa.RecordBatch], i: int, workers: int) -> Iterator[pa.RecordBatch]:
+        """steps[i] (stateless) on ``workers`` batches at once, in order. The tokenizer releases
+        the GIL, so the batches encode on separate cores while one's Python post-processing runs."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        step = self.steps[i]
+
+        def call(batch):
+            t = time.perf_counter()
+            outs = step(batch)
+            return outs, time.perf_counter() - t
+
+        # the setting outlives the pool: no worker is left encoding when it goes
+        with _one_thread_per_batch(workers), \
+                ThreadPoolExecutor(max_workers=workers, thread_name_prefix="datakit-step") as pool:
+            pending = []
+            for batch in batches:
+                pending.append(pool.submit(call, batch))
+                if len(pending) > workers:
+                    outs, seconds = pending.pop(0).result()
+                    self.seconds[i] += seconds
+                    yield from outs
+            for future in pending:
+                outs, seconds = future.result()
+                self.seconds[i] += seconds
+                yield from outs
 
 
 def _feeder(source: Iterator[pa.RecordBatch], depth: int) -> Iterator[pa.RecordBatch]:
@@ -98,32 +142,6 @@ def _one_thread_per_batch(workers: int):
         os.environ.pop(key, None)
 
 
-def _parallel(batches: Iterator[pa.RecordBatch], step: Step, workers: int) -> Iterator[pa.RecordBatch]:
-    """Run a stateless step on ``workers`` batches at once, in order. The tokenizer releases the
-    GIL, so the batches encode on separate cores while one's Python post-processing runs."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    def call(batch):
-        t = time.perf_counter()
-        outs = step(batch)
-        return outs, time.perf_counter() - t
-
-    # the setting outlives the pool: no worker is left encoding when it goes
-    with _one_thread_per_batch(workers), \
-            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="datakit-step") as pool:
-        pending = []
-        for batch in batches:
-            pending.append(pool.submit(call, batch))
-            if len(pending) > workers:
-                outs, seconds = pending.pop(0).result()
-                step.seconds = getattr(step, "seconds", 0.0) + seconds
-                yield from outs
-        for future in pending:
-            outs, seconds = future.result()
-            step.seconds = getattr(step, "seconds", 0.0) + seconds
-            yield from outs
-
-
 def table_fn(step: Step):
     """Wrap a step as a Table -> Table function, the form ``datasets.Dataset.map(batched=True)`` (with
     ``with_format("arrow")``) and Ray Data's ``map_batches(batch_format="pyarrow")`` call.
@@ -145,20 +163,23 @@ def table_fn(step: Step):
     return fn
 
 
-def run_chain(batches: Iterable[pa.RecordBatch], steps: list[Step], *, split_at: int | None = None,
+def run_chain(batches: Iterable[pa.RecordBatch], steps: list[Step], *, seconds: list[float] | None = None,
               depth: int = 4) -> Iterator[pa.RecordBatch]:
     """Pass every batch through ``steps``, then flush each step (its output runs through the rest).
 
-    With ``split_at``, steps[:split_at] run in a feeder thread ahead of the rest.
+    ``seconds`` (one entry per step) receives the time spent in each step. The chain is cut at
+    ``threading_cut(steps)``: the steps before it run in a feeder thread, ``depth`` batches ahead.
     """
-    if not split_at:
-        yield from _serial(batches, steps)
+    chain = _Chain(steps, seconds if seconds is not None else [0.0] * len(steps))
+    n = len(steps)
+    cut = threading_cut(steps)
+    if not cut:
+        yield from chain.serial(batches, 0, n)
         return
-    fed = _feeder(_serial(batches, steps[:split_at]), depth)
-    first = steps[split_at]
-    if getattr(first, "stateless", False):
-        yield from _serial(_parallel(fed, first, workers=WORKERS), steps[split_at + 1:])
-        for out in first.flush():
-            yield from _through(out, steps, split_at + 1)
+    fed = _feeder(chain.serial(batches, 0, cut), depth)
+    if not getattr(steps[cut], "stateless", False):
+        yield from chain.serial(fed, cut, n)
         return
-    yield from _serial(fed, steps[split_at:])
+    for out in chain.parallel(fed, cut, workers=WORKERS):
+        yield from chain.through(out, cut + 1, n)
+    yield from chain.flush(cut, n)

@@ -60,6 +60,14 @@ def read(parts: Iterable[Shard], *, files: list[FileInfo],
 
 
 @dataclass
+class Produced:
+    """What an engine hands on after read -> steps -> spill (the rows are in the spill)."""
+
+    files: list[FileInfo]  # every input file read, in recipe order
+    seconds: list[float]  # per step: time spent in it, summed over the threads that ran it
+
+
+@dataclass
 class SplitRows:
     """The rows of one split: spill row numbers in output order, gathered a chunk at a time.
 
@@ -83,7 +91,7 @@ class SplitRows:
 
 
 def write(plan: SplitPlan, rows: SpillWriter, folder: Path, *, writers: list[Writer], split_steps: list[Step] = (),
-          on_rows: Callable[[int], None] = lambda n: None) -> dict[str, dict]:
+          seconds: list[float] | None = None, on_rows: Callable[[int], None] = lambda n: None) -> dict[str, dict]:
     """Write every split through ``split_steps`` (flushed at the end of each split) into every
     writer; returns rows and tokens per split."""
     written = {}
@@ -95,7 +103,7 @@ def write(plan: SplitPlan, rows: SpillWriter, folder: Path, *, writers: list[Wri
                 split = begin(split)
         sinks = [writer.open(folder, name) for writer in writers]
         n_rows = tokens = 0
-        for batch in run_chain(split.batches(), list(split_steps)) if split_steps else split.batches():
+        for batch in run_chain(split.batches(), list(split_steps), seconds=seconds) if split_steps else split.batches():
             for sink in sinks:
                 sink.write(batch)
             n_rows += batch.num_rows

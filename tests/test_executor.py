@@ -33,3 +33,60 @@ def test_the_same_steps_inside_datasets_map(hf_tokenizer):
     assert rows == local  # the remainder (dropped) is still inside `pack`; flush() would hand it over
     stream = [t for d in DOCS for t in tok.encode([d]).ids.tolist() + [eos]]
     assert [t for r in rows for t in r] == stream[:len(rows) * 16]
+
+
+class _Probe:
+    """A step that records the thread it ran on and the rows it saw, and passes batches on."""
+
+    def __init__(self, *, stateless=False, releases_gil=False, sleep=0.0):
+        from collections import Counter
+
+        self.stateless, self.releases_gil, self.after_split = stateless, releases_gil, False
+        self.stats, self.threads, self.sleep = Counter(), set(), sleep
+
+    def __call__(self, batch):
+        import threading
+        import time
+
+        self.threads.add(threading.current_thread().name.split("_")[0])
+        time.sleep(self.sleep)
+        return [batch]
+
+    def flush(self):
+        return []
+
+    def close(self, *, ok):
+        pass
+
+
+def test_the_threading_cut_comes_from_the_step_contract():
+    """Steps before the first step that releases the GIL are fed from a thread; that step (stateless)
+    runs on the worker threads; the rest run in the calling thread. Row order is kept."""
+    before, native, after = _Probe(stateless=True), _Probe(stateless=True, releases_gil=True), _Probe()
+    out = [w for b in run_chain(_batches(2), [before, native, after]) for w in b.column("_where").to_pylist()]
+    assert out == [f"d:{i}" for i in range(len(DOCS))]
+    assert before.threads == {"datakit-feeder"}
+    assert native.threads == {"datakit-step"}
+    assert after.threads == {"MainThread"}
+
+
+def test_a_stateful_step_that_releases_the_gil_sees_one_batch_at_a_time():
+    before, native = _Probe(), _Probe(releases_gil=True)
+    list(run_chain(_batches(2), [before, native]))
+    assert before.threads == {"datakit-feeder"} and native.threads == {"MainThread"}
+
+
+def test_without_a_step_that_releases_the_gil_one_thread_runs_the_chain():
+    steps = [_Probe(stateless=True), _Probe()]
+    list(run_chain(_batches(3), steps))
+    assert [s.threads for s in steps] == [{"MainThread"}, {"MainThread"}]
+
+
+def test_the_executor_keeps_the_seconds_of_each_step():
+    steps = [_Probe(), _Probe(stateless=True, releases_gil=True, sleep=0.01), _Probe()]
+    seconds = [0.0, 0.0, 0.0]
+    list(run_chain(_batches(4), steps, seconds=seconds))
+    batches = -(-len(DOCS) // 4)
+    assert seconds[1] >= 0.01 * batches  # summed over both worker threads
+    assert seconds[0] < seconds[1] and seconds[2] < seconds[1]
+    assert not any(hasattr(s, "seconds") for s in steps)

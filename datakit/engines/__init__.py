@@ -2,9 +2,11 @@
 another engine (a cluster) runs the same shards and steps elsewhere and fills the same spill.
 
 An engine's ``run(recipe, steps, rows, progress=...)`` reads every shard of ``stages.shards(recipe)``,
-passes the batches through ``steps`` (a step is flushed once at the end of each shard it ran on),
-writes the results into ``rows`` (a ``SpillWriter``; the caller closes it) and returns the
-``FileInfo`` of every file read, in recipe order. Counts stay in ``step.stats``.
+passes the batches through ``steps`` (a step is flushed once at the end of each shard it ran on;
+``step.stateless`` says whether batches may run at once or elsewhere), writes the results into
+``rows`` (a ``SpillWriter``; the caller closes it) and returns ``stages.Produced``: the
+``FileInfo`` of every file read, in recipe order, and the seconds spent in each step. Counts stay
+in ``step.stats``.
 """
 from __future__ import annotations
 
@@ -12,8 +14,8 @@ from typing import Protocol
 
 from ..progress import Progress
 from ..recipe import Recipe
-from ..sources import FileInfo
 from ..transforms.base import Step
+from ..stages import Produced
 from ..writers.spill import SpillWriter
 from .local import LocalEngine
 
@@ -21,7 +23,7 @@ from .local import LocalEngine
 class Engine(Protocol):
     name: str
 
-    def run(self, recipe: Recipe, steps: list[Step], rows: SpillWriter, *, progress: Progress) -> list[FileInfo]: ...
+    def run(self, recipe: Recipe, steps: list[Step], rows: SpillWriter, *, progress: Progress) -> Produced: ...
 
 
 ENGINES = {"local": LocalEngine}

@@ -5,7 +5,7 @@ from ..executor import run_chain
 from ..progress import Progress
 from ..recipe import Recipe
 from ..sources import FileInfo
-from ..stages import read, shards
+from ..stages import Produced, read, shards
 from ..transforms.base import Step
 from ..writers.spill import SpillWriter
 
@@ -13,11 +13,10 @@ from ..writers.spill import SpillWriter
 class LocalEngine:
     name = "local"
 
-    def run(self, recipe: Recipe, steps: list[Step], rows: SpillWriter, *, progress: Progress) -> list[FileInfo]:
+    def run(self, recipe: Recipe, steps: list[Step], rows: SpillWriter, *, progress: Progress) -> Produced:
         files: list[FileInfo] = []
-        split_at = next((i for i, c in enumerate(recipe.transforms) if c.name == "tokenize"), None)
-        for out in run_chain(read(shards(recipe), files=files, on_bytes=progress.advance), steps,
-                             split_at=split_at):
+        seconds = [0.0] * len(steps)
+        for out in run_chain(read(shards(recipe), files=files, on_bytes=progress.advance), steps, seconds=seconds):
             rows.write(out)
             progress.update_counts(steps, rows=rows.rows)
-        return files
+        return Produced(files=files, seconds=seconds)

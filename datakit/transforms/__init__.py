@@ -1,17 +1,66 @@
-"""Transforms: the recipe's ordered steps, each a RecordBatch -> RecordBatches callable."""
+"""Transforms: the recipe's ordered steps, each a RecordBatch -> RecordBatches callable.
+
+``STEPS`` maps a step's recipe name to its factory; its options class is the recipe's
+(``recipe.STEP_OPTIONS``, where the defaults live). A new step is an options class there (and in
+the JSON schema) and a factory here. Optional dependencies are imported by the factory, so they
+are checked when a recipe uses the step, not at import.
+"""
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
 
-from ..recipe import Recipe
-from ..tokenization import Tokenizer
 from ..columns import IGNORE_INDEX
+from ..recipe import STEP_OPTIONS, Recipe
+from ..tokenization import Tokenizer
 from .base import BaseStep, Step
 from .pack import Pack
 from .tokenize import TokenizeText
 
-__all__ = ["IGNORE_INDEX", "BaseStep", "Step", "Pack", "TokenizeText", "make_steps", "opened_steps"]
+__all__ = ["IGNORE_INDEX", "STEPS", "BaseStep", "Step", "StepKind", "Pack", "TokenizeText", "opened_steps"]
+
+
+@dataclass(frozen=True)
+class StepKind:
+    options: type  # the options class a recipe's entry is parsed into
+    make: Callable[[Any, Recipe, Tokenizer], Step]  # (options, recipe, tokenizer) -> step
+
+
+def _tokenize(options, recipe: Recipe, tokenizer: Tokenizer) -> Step:
+    if not recipe.is_sft:
+        return TokenizeText(options, tokenizer=tokenizer)
+    from .tokenize_sft import TokenizeSFT
+
+    template = recipe.step("template")
+    return TokenizeSFT(options, tokenizer=tokenizer, chat=template is not None and template.name == "chat")
+
+
+def _pack(options, recipe: Recipe, tokenizer: Tokenizer) -> Step:
+    eos = tokenizer.require_eos("`pack` (EOS ends documents and blocks)")
+    return Pack(options, eos_id=eos, pad_id=tokenizer.pad_id)
+
+
+def _template(options, recipe: Recipe, tokenizer: Tokenizer) -> Step:
+    from .template import make_template
+
+    return make_template(options, tokenizer=tokenizer, chat_template=recipe.chat_template)
+
+
+def _dedup(options, recipe: Recipe, tokenizer: Tokenizer) -> Step:
+    from .dedup import Dedup
+
+    return Dedup(options)
+
+
+def _filter(options, recipe: Recipe, tokenizer: Tokenizer) -> Step:
+    from .filter import Filter
+
+    return Filter(options, tokenizer=tokenizer)
+
+
+_FACTORIES = {"template": _template, "tokenize": _tokenize, "pack": _pack, "dedup": _dedup, "filter": _filter}
+STEPS: dict[str, StepKind] = {name: StepKind(STEP_OPTIONS[name], make) for name, make in _FACTORIES.items()}
 
 
 @contextmanager
@@ -20,7 +69,8 @@ def opened_steps(recipe: Recipe, tokenizer: Tokenizer) -> Iterator[list[Step]]:
     also when building a later step fails (a filter's rejects file is never left behind)."""
     steps: list[Step] = []
     try:
-        _make_steps(recipe, tokenizer, into=steps)
+        for cfg in recipe.transforms:
+            steps.append(STEPS[cfg.name].make(cfg.options, recipe, tokenizer))
         yield steps
     except BaseException:
         _close(steps, ok=False)
@@ -30,42 +80,4 @@ def opened_steps(recipe: Recipe, tokenizer: Tokenizer) -> Iterator[list[Step]]:
 
 def _close(steps: list[Step], *, ok: bool) -> None:
     for step in steps:
-        if hasattr(step, "close"):
-            step.close(ok=ok)
-
-
-def make_steps(recipe: Recipe, tokenizer: Tokenizer) -> list[Step]:
-    """Build the recipe's steps in order. Optional dependencies are checked here, not at import."""
-    steps: list[Step] = []
-    _make_steps(recipe, tokenizer, into=steps)
-    return steps
-
-
-def _make_steps(recipe: Recipe, tokenizer: Tokenizer, *, into: list[Step]) -> None:
-    steps = into
-    for cfg in recipe.transforms:
-        name, opts = cfg.name, cfg.options
-        if name == "tokenize":
-            if recipe.is_sft:
-                from .tokenize_sft import TokenizeSFT
-
-                template = recipe.step("template")
-                chat = template is not None and template.name == "chat"
-                steps.append(TokenizeSFT(opts, tokenizer=tokenizer, chat=chat))
-            else:
-                steps.append(TokenizeText(opts, tokenizer=tokenizer))
-        elif name == "pack":
-            eos = tokenizer.require_eos("`pack` (EOS ends documents and blocks)")
-            steps.append(Pack(opts, eos_id=eos, pad_id=tokenizer.pad_id))
-        elif name == "template":
-            from .template import make_template
-
-            steps.append(make_template(opts, tokenizer=tokenizer, chat_template=recipe.chat_template))
-        elif name == "dedup":
-            from .dedup import Dedup
-
-            steps.append(Dedup(opts))
-        elif name == "filter":
-            from .filter import Filter
-
-            steps.append(Filter(opts, tokenizer=tokenizer))
+        step.close(ok=ok)

@@ -1,9 +1,20 @@
-"""The step interface: a callable from a pyarrow RecordBatch to RecordBatches.
+"""The step contract: a callable from a pyarrow RecordBatch to RecordBatches, and what it declares.
 
-A step never knows which executor runs it: the same object works in a plain loop, inside
+A step never knows which executor runs it: the same object works in the local executor, inside
 ``datasets.map(batched=True)`` with the arrow format, and in Ray Data's
-``map_batches(batch_format="pyarrow")``. A step that keeps state across the batches of a shard
-(a packer keeps its remainder) hands it over in ``flush()``, called once at the end of a shard.
+``map_batches(batch_format="pyarrow")``. What an executor may do with it, the step declares:
+
+- ``stateless``: every batch is handled on its own, so batches may run at once, on any shard, in
+  any order (template, tokenize). A stateful step (pack carries a remainder, dedup remembers
+  what it saw, filter appends to its rejects file) sees the batches of a shard one at a time.
+- ``releases_gil``: most of its time is native code without the GIL (a tokenizer), so running
+  several batches at once on threads pays; the executor cuts its threads there.
+- ``after_split``: it runs on each split's rows after the plan instead of before the spill
+  (see ``stages.SplitRows`` for the hooks it may add).
+- ``flush()`` is called once at the end of each shard (and split): it hands over held rows.
+- ``close(ok=)`` is called once when the build ends, also when it fails (``ok=False``): it
+  releases what the step opened (a filter's rejects file appears only when ``ok``).
+
 Every row or token a step does not pass on is counted in ``stats`` under a reason.
 """
 from __future__ import annotations
@@ -17,17 +28,23 @@ import pyarrow as pa
 
 @runtime_checkable
 class Step(Protocol):
+    stateless: bool
+    releases_gil: bool
+    after_split: bool
     stats: Counter
 
     def __call__(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]: ...
 
     def flush(self) -> list[pa.RecordBatch]: ...
 
+    def close(self, *, ok: bool) -> None: ...
+
 
 class BaseStep:
-    """Counts in ``stats``; no state to flush. A step with ``after_split = True`` runs on each
-    split's rows after the plan (see ``stages.SplitRows`` for its hooks) instead of before the spill."""
+    """A stateful step that holds nothing at the end of a shard and opens nothing."""
 
+    stateless = False
+    releases_gil = False
     after_split = False
 
     def __init__(self) -> None:
@@ -37,7 +54,7 @@ class BaseStep:
         return []
 
     def close(self, *, ok: bool) -> None:
-        """Called once when the build ends: ``ok`` tells whether it succeeded."""
+        """Nothing to release."""
 
 
 def missing_eos(ids: np.ndarray, lengths: np.ndarray, eos_id: int) -> tuple[np.ndarray, np.ndarray]:

@@ -59,6 +59,8 @@ def rendered_batch(rows: list[Rendered], source: pa.RecordBatch) -> pa.RecordBat
 class RenderStep(BaseStep):
     """A template step: ``render(row) -> Rendered`` for every row of a batch."""
 
+    stateless = True
+
     def render(self, row: dict) -> Rendered:
         raise NotImplementedError
 

@@ -14,7 +14,8 @@ from .base import BaseStep
 class TokenizeText(BaseStep):
     """``text`` -> ``input_ids``; special tokens follow the tokenizer unless ``add_special_tokens`` is set."""
 
-    stateless = True  # batches are independent: the executor may run two at once
+    stateless = True
+    releases_gil = True  # the tokenizer encodes in Rust or C++
 
     def __init__(self, options: TokenizeOptions, *, tokenizer: Tokenizer):
         super().__init__()

@@ -45,7 +45,8 @@ MISMATCH_EXAMPLES = 5  # rows the manifest names per build when the inference pr
 
 
 class TokenizeSFT(BaseStep):
-    stateless = True  # batches are independent: the executor may run two at once
+    stateless = True
+    releases_gil = True  # the tokenizer encodes in Rust or C++
 
     def __init__(self, options: TokenizeOptions, *, tokenizer: Tokenizer, chat: bool = False):
         super().__init__()
