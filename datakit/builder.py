@@ -44,7 +44,7 @@ def run_build(recipe: Recipe | dict | str | Path, *, output: str | Path | None =
     target = Path(output or recipe.output)
     protect = check_build_paths(recipe, target, overwrite=overwrite)  # before any work
     with _no_cyclic_gc():
-        tokenizer = load_tokenizer(recipe.tokenizer)
+        tokenizer = load_tokenizer(recipe.tokenizer, trust_remote_code=recipe.trust_remote_code)
         # the steps close (a filter's rejects file goes into place) before the output is swapped in
         with staged_output(target, overwrite=overwrite, protect=protect) as folder, \
                 opened_steps(recipe, tokenizer) as steps:

@@ -105,7 +105,7 @@ def _attach_tokenizer(build: Build) -> None:
 
     source = build.manifest.get("tokenizer", {}).get("source")
     try:
-        build.tokenizer = load_tokenizer(source)
+        build.tokenizer = load_tokenizer(source, trust_remote_code=False)  # a manifest never runs code
     except DatakitError as e:
         build.tokenizer_error = str(e)
         return

@@ -113,6 +113,7 @@ class Recipe:
     output: str
     split: SplitConfig = field(default_factory=SplitConfig)
     chat_template: str | None = None
+    trust_remote_code: bool = False
     train: TrainConfig | None = None
     path: str | None = None
     raw: dict = field(default_factory=dict)
@@ -267,6 +268,7 @@ def from_dict(data: Any, *, base_dir: str | Path = ".", path: str | None = None)
         output=_join(base, data["output"]),
         split=SplitConfig(**(data.get("split") or {})),
         chat_template=chat_template,
+        trust_remote_code=data.get("trust_remote_code", False),
         train=train,
         path=path,
         raw=data,

@@ -1,4 +1,4 @@
-"""Tokenizers behind one small interface: Hugging Face (tokenizer.json / folder / hub id) and SentencePiece.
+"""Tokenizers behind one small interface: Hugging Face (tokenizer.json, tekken.json, folder, hub id) and SentencePiece.
 
 Both encode in batches on every core: the Rust ``tokenizers`` pool and SentencePiece's
 ``num_threads``.
@@ -9,27 +9,30 @@ from pathlib import Path
 
 from ..errors import TokenizerError
 from .base import Encoded, Tokenizer
-from .hf import HFTokenizer, _from_auto, _from_tokenizer_json
+from .files import kind_of_file, kind_of_folder
+from .hf import HFTokenizer, _from_auto, _from_tekken, _from_tokenizer_json
 from .spm import SentencePieceTokenizer
 
 __all__ = ["Encoded", "Tokenizer", "HFTokenizer", "SentencePieceTokenizer", "load_tokenizer"]
 
 
-def load_tokenizer(spec: str) -> Tokenizer:
-    """Load ``spec``: a SentencePiece ``.model``, a ``tokenizer.json``, an HF folder or a hub id."""
+def load_tokenizer(spec: str, *, trust_remote_code: bool = False) -> Tokenizer:
+    """Load ``spec``: a SentencePiece model, a ``tokenizer.json``, a ``tekken.json``, a Hugging Face
+    folder or a hub id, recognized by content (see files.py). ``trust_remote_code`` lets a folder's
+    own Python code run (an ``auto_map`` in its tokenizer_config.json); off, it never runs."""
     p = Path(spec).expanduser()
     if p.is_file():
-        if p.suffix == ".model":
-            return SentencePieceTokenizer(p)
-        if p.suffix == ".json":
-            return _from_tokenizer_json(p)
-        raise TokenizerError(f"{spec}: unknown tokenizer file (expected a .model or tokenizer.json)")
-    if p.is_dir():
-        if (p / "tokenizer.json").is_file():
-            return _from_tokenizer_json(p / "tokenizer.json")
-        if any(p.glob("*.model")) and not (p / "tokenizer_config.json").is_file():
-            return SentencePieceTokenizer(next(iter(sorted(p.glob("*.model")))))
-        return _from_auto(str(p))
-    if spec.startswith((".", "/", "~")) or spec.endswith((".model", ".json")) or spec.count("/") > 1:
+        kind, path = kind_of_file(p), p
+    elif p.is_dir():
+        kind, path = kind_of_folder(p)
+    elif spec.startswith((".", "/", "~")) or spec.endswith((".model", ".json")) or spec.count("/") > 1:
         raise TokenizerError(f"tokenizer not found: {spec}")
-    return _from_auto(spec)
+    else:
+        kind, path = "auto", None
+    if kind == "sentencepiece":
+        return SentencePieceTokenizer(path)
+    if kind == "tokenizer.json":
+        return _from_tokenizer_json(path)
+    if kind == "tekken":
+        return _from_tekken(path)
+    return _from_auto(spec if path is None and not p.is_dir() else str(p), trust_remote_code=trust_remote_code)

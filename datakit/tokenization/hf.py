@@ -158,15 +158,35 @@ def _from_tokenizer_json(path: Path) -> HFTokenizer:
     return HFTokenizer(backend, source=str(path), config=_read_config(folder), files=files)
 
 
-def _from_auto(name: str) -> HFTokenizer:
+def _from_tekken(path: Path) -> HFTokenizer:
+    """mistral-common's tekken.json, converted by transformers into a ``tokenizers`` backend."""
+    try:
+        from transformers.integrations.mistral.tokenizer import convert_tekken_tokenizer
+    except ImportError:
+        raise TokenizerError(f"{path}: a tekken.json needs transformers >= 5 (its Mistral converter)") from None
+    try:
+        tok = convert_tekken_tokenizer(str(path))
+    except Exception as e:
+        raise TokenizerError(f"{path}: not a tekken.json ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    config = {"bos_token": tok.bos_token, "eos_token": tok.eos_token, "pad_token": tok.pad_token,
+              "chat_template": getattr(tok, "chat_template", None)}
+    return HFTokenizer(tok.backend_tokenizer, source=str(path), config=config, files=[path])
+
+
+def _from_auto(name: str, *, trust_remote_code: bool = False) -> HFTokenizer:
     try:
         from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(name)
+        tok = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
     except Exception as e:
-        raise TokenizerError(f"cannot load tokenizer '{name}': not a .model, tokenizer.json or "
-                             f"tokenizer folder, and loading it as a hub id failed ({type(e).__name__}: "
-                             f"{str(e).splitlines()[0] if str(e) else ''})") from None
+        message = str(e).splitlines()[0] if str(e) else ""
+        if "trust_remote_code" in str(e):
+            raise TokenizerError(f"tokenizer '{name}' wants to run its own Python code (auto_map in its "
+                                 f"tokenizer_config.json), which datakit does not allow unless "
+                                 f"trust_remote_code is set") from None
+        raise TokenizerError(f"cannot load tokenizer '{name}': not a tokenizer file or folder datakit "
+                             f"recognizes, and loading it as a hub id failed ({type(e).__name__}: "
+                             f"{message})") from None
     backend = getattr(tok, "_tokenizer", None) or getattr(tok, "backend_tokenizer", None)
     if backend is None:
         raise TokenizerError(f"tokenizer '{name}' has no fast (tokenizers) form; give its "

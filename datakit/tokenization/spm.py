@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import TokenizerError
 from .base import THREADS, Encoded, Tokenizer, _fingerprint, _flatten
+from .files import SUPPORTED
 
 
 class SentencePieceTokenizer(Tokenizer):
@@ -26,7 +27,8 @@ class SentencePieceTokenizer(Tokenizer):
         try:
             self.sp = spm.SentencePieceProcessor(model_file=str(path))
         except Exception as e:  # sentencepiece raises OSError/RuntimeError with C++ text
-            raise TokenizerError(f"{path}: not a SentencePiece model ({e})") from None
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise TokenizerError(f"{path}: not a SentencePiece model ({first}); datakit reads {SUPPORTED}") from None
         sp = self.sp
         self.bos_id = sp.bos_id() if sp.bos_id() >= 0 else None
         self.eos_id = sp.eos_id() if sp.eos_id() >= 0 else None
