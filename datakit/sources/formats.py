@@ -14,7 +14,11 @@ import pyarrow as pa
 
 from ..errors import SourceError
 
-MESSAGE_TYPE = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+# reasoning_content: a reasoning model's thinking for an assistant turn (also read from `reasoning`
+# or `thinking`, transformers' other names for it); the chat template decides what it renders.
+MESSAGE_TYPE = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string()),
+                                   ("reasoning_content", pa.string())]))
+REASONING_KEYS = ("reasoning_content", "reasoning", "thinking")
 SCHEMAS = {
     "text": pa.schema([("text", pa.string()), ("_where", pa.string())]),
     "alpaca": pa.schema([("instruction", pa.string()), ("input", pa.string()), ("output", pa.string()),
@@ -128,7 +132,11 @@ def _conversation(row: _Row, list_key: str, role_key: str, content_key: str, rol
         if ck not in turn:
             raise _error(row.where, f"{field}.{ck}", "missing")
         role = roles[role] if isinstance(roles, dict) else role
-        out.append({"role": role, "content": _content(turn[ck], row.where, f"{field}.{ck}")})
+        reasoning = next((turn[k] for k in REASONING_KEYS if turn.get(k) is not None), None)
+        if reasoning is not None and not isinstance(reasoning, str):
+            raise _error(row.where, f"{field}.reasoning_content", f"must be a string, got {type(reasoning).__name__}")
+        out.append({"role": role, "content": _content(turn[ck], row.where, f"{field}.{ck}"),
+                    "reasoning_content": reasoning})
     if not any(t["role"] == "assistant" for t in out):
         raise _error(row.where, key, "has no assistant turn to train on")
     return {"messages": out}

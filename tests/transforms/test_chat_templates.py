@@ -187,3 +187,24 @@ def test_rows_whose_prompt_differs_from_inference_are_counted(family_tokenizer, 
         with pytest.raises(TemplateError, match=r"c.jsonl:\d+: the ids before the last assistant turn differ"):
             datakit_rows(family_tokenizer(family), (ASSETS / f"{family}.jinja").read_text("utf-8"), convs,
                          inference_mismatch="error")
+
+
+def test_a_build_reads_reasoning_content_from_the_data(family_tokenizer, make_recipe, write_jsonl, fixed_date):
+    """End to end: `reasoning_content` (or `reasoning`/`thinking`) in a JSONL file reaches the template."""
+    import datakit
+
+    convs = REASONING + [[{"role": "user", "content": "Hm?"},
+                          {"role": "assistant", "content": "Yes.", "thinking": "Short."}]]
+    data = write_jsonl("r.jsonl", [{"messages": c} for c in convs])
+    folder = family_tokenizer("qwen3")
+    recipe = make_recipe({"tokenizer": str(folder), "chat_template": str(ASSETS / "qwen3.jinja"),
+                          "sources": [{"path": str(data), "format": "messages"}],
+                          "transforms": [{"template": "chat"}, {"tokenize": {}}],
+                          "split": {"val_set_size": 0, "shuffle": False}, "output": str(data.parent / "out")})
+    built = datakit.build(recipe, overwrite=True)["train"]
+    ref_ids, ref_labels = reference_rows(folder, "qwen3", convs)
+    assert sorted(zip(built["input_ids"], built["labels"])) == sorted(zip(ref_ids, ref_labels))
+    from transformers import AutoTokenizer
+
+    text = AutoTokenizer.from_pretrained(str(folder)).decode(ref_ids[-1])
+    assert "<think>\nShort.\n</think>\n\nYes." in text  # the last turn renders its reasoning
