@@ -104,10 +104,11 @@ def validate(recipe):
 @click.option("--limit", type=int, default=5, show_default=True, help="At most this many --grep rows.")
 @click.option("--table", is_flag=True, help="One line per token: position, id, label, piece, text.")
 @click.option("--no-color", is_flag=True, help="Plain text: trained tokens inside «…», tokens separated by |.")
+@click.option("--turns", is_flag=True, help="Each row turn by turn: role, tokens, trained tokens; counts per role.")
 @click.option("--html", "html_path", default=None,
               help="Write a self-contained HTML page (summary, histograms, the selected rows).")
 @handle_errors
-def inspect(build_dir, split, row, sample, seed, grep, limit, table, no_color, html_path):
+def inspect(build_dir, split, row, sample, seed, grep, limit, table, no_color, turns, html_path):
     """Show the summary of a built DIR, or its rows as tokens and labels.
 
     Example:
@@ -117,6 +118,8 @@ def inspect(build_dir, split, row, sample, seed, grep, limit, table, no_color, h
         datakit inspect build/alpaca --row 3 --split validation --table
 
         datakit inspect build/chat --sample 3 --html report.html
+
+        datakit inspect build/chat --row 0 --turns
     """
     from . import inspect as view
     from .train.plot import curve_text, is_training_output
@@ -154,8 +157,13 @@ def inspect(build_dir, split, row, sample, seed, grep, limit, table, no_color, h
         return
     color = not no_color and sys.stdout.isatty()
     for i in rows:
-        click.echo(view.row_table(b, split_name, i) if table else view.row_text(b, split_name, i, color=color),
-                   color=color)
+        if turns:
+            from .inspect_turns import turns_text
+
+            click.echo(turns_text(b, split_name, i, color=color), color=color)
+        else:
+            click.echo(view.row_table(b, split_name, i) if table else view.row_text(b, split_name, i, color=color),
+                       color=color)
         click.echo()
 
 

@@ -18,14 +18,20 @@ pre.summary{background:#f6f8fa;padding:1rem;overflow-x:auto;font-size:12px}
 .trained{background:#c8f0c8;color:#0b4f0b}.masked{background:#eceff3;color:#6a737d}
 .special{font-weight:bold;outline:1px solid #b392f0}.pad{opacity:.5}.multi{text-decoration:underline dotted}
 .legend span{margin-right:1rem}
+table.turns{border-collapse:collapse;width:100%}table.turns td,table.turns th{border-top:1px solid #e1e4e8;padding:.3rem;vertical-align:top;text-align:left}
+table.turns td.row{border:none;margin:0}
 svg text{font:11px sans-serif;fill:#444}
 """
 
 
 def _token_spans(build: Build, split: str, index: int) -> str:
     row = build.row(split, index)
+    return _pieces_html(build.pieces(row), row)
+
+
+def _pieces_html(pieces, row) -> str:
     out = []
-    for p in build.pieces(row):
+    for p in pieces:
         cls = ["t", "trained" if p.trained else "masked"]
         if p.special:
             cls.append("special")
@@ -81,6 +87,9 @@ def write_html(build: Build, path: str | Path, rows: dict[str, list[int]]) -> Pa
              "<span class='t masked special'>special</span><span class='t masked multi'>character made of several "
              "tokens</span> Hover a token for its position, id and label.</p>",
              f"<pre class='summary'>{html.escape(summary_text(build))}</pre>"]
+    from .inspect_turns import layout
+
+    turns_layout = layout(build)
     for name, table in build.splits.items():
         s = split_stats(table)
         pct = ", ".join(f"{k} {v}" for k, v in percentiles(s["lengths"]).items())
@@ -88,6 +97,28 @@ def write_html(build: Build, path: str | Path, rows: dict[str, list[int]]) -> Pa
         parts.append(_svg_histogram(s["lengths"]))
         for i in rows.get(name, []):
             parts.append(f"<h3>{html.escape(name)} row {i}</h3><div class='row'>{_token_spans(build, name, i)}</div>")
+            parts.append(_turns_html(build, name, i, turns_layout))
     parts.append("</body></html>")
     out.write_text("\n".join(parts), encoding="utf-8")
     return out
+
+
+def _turns_html(build: Build, split: str, index: int, turns_layout) -> str:
+    """The row turn by turn (inspect_turns.py): a table of role, tokens, trained tokens and the
+    turn's tokens, then the counts per role."""
+    from .inspect_turns import row_turns
+
+    row = build.row(split, index)
+    turns = row_turns(build, split, index, turns_layout)
+    per_role: dict[str, list[int]] = {}
+    body = []
+    for k, t in enumerate(turns):
+        counts = per_role.setdefault(t.role, [0, 0])
+        counts[0] += t.tokens
+        counts[1] += t.trained
+        body.append(f"<tr><td>{k}</td><td>{html.escape(t.role)}</td><td>{t.tokens}</td><td>{t.trained}</td>"
+                    f"<td class='row'>{_pieces_html(t.pieces, row)}</td></tr>")
+    roles = ", ".join(f"{html.escape(r)} {a:,} tokens ({b:,} trained)" for r, (a, b) in per_role.items())
+    return (f"<details><summary>turn by turn: {len(turns)} turns; {roles}</summary><table class='turns'>"
+            f"<tr><th>turn</th><th>role</th><th>tokens</th><th>trained</th><th>tokens</th></tr>"
+            + "".join(body) + "</table></details>")

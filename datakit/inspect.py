@@ -196,7 +196,17 @@ def _counts_lines(c: dict) -> list[str]:
         lines.append(f"rows truncated: {c['rows_truncated']:,}")
     if c.get("rows_truncated") or c.get("rows_dropped", {}).get("overlong"):
         lines.append("(a row longer than cutoff_len counts as cutoff_len tokens read)")
-    return lines
+    return lines + _inference_lines(c)
+
+
+def _inference_lines(c: dict) -> list[str]:
+    """Chat rows whose text before the last assistant turn is not what inference feeds the model."""
+    n = c.get("rows_inference_mismatch")
+    if not n:
+        return []
+    named = list(c.get("inference_mismatch", {}))
+    return [f"rows whose prompt differs from the inference prompt (messages[:last] + generation prompt): {n:,}"
+            + (f"; e.g. {', '.join(named)}" if named else "")]
 
 
 # ---------------------------------------------------------------- row views
