@@ -16,6 +16,9 @@ def check_config(cfg: TrainConfig, *, has_validation: bool) -> None:
         raise TrainError(f"finetune must be one of {', '.join(FINETUNE)}, not {cfg.finetune!r}")
     if cfg.batch_size % cfg.micro_batch_size:
         raise TrainError(f"batch_size {cfg.batch_size} must be a multiple of micro_batch_size {cfg.micro_batch_size}")
+    if cfg.merge and cfg.finetune == "full":
+        raise TrainError("merge folds a LoRA adapter into its base model; finetune: full already saves the whole "
+                         "model")
     if not 0 <= cfg.warmup_ratio < 1:
         raise TrainError(f"warmup_ratio must be in [0, 1), not {cfg.warmup_ratio}")
     if cfg.load_best_model_at_end:

@@ -86,7 +86,7 @@ def plot_callback(title: str = ""):
 
 def is_training_output(path: str | Path) -> bool:
     p = Path(path)
-    return (p / STATE).is_file() or (p / "datakit_train.json").is_file()
+    return (p / STATE).is_file() or (p / "datakit_train.json").is_file() or any(p.glob("checkpoint-*/" + STATE))
 
 
 def curve_text(path: str | Path) -> str:

@@ -139,3 +139,64 @@ def test_resume_from_checkpoint_and_a_pretraining_build(built, tmp_path, hf_toke
                    config=TrainConfig(max_steps=2, batch_size=2, micro_batch_size=2, gradient_checkpointing=True),
                    output_dir=tmp_path / "pre-lora", silent=True)
     assert result.metrics["train_loss"] > 0
+
+
+def test_full_fine_tuning(built, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    data, model = built
+    cfg = TrainConfig(finetune="full", max_steps=2, batch_size=4, micro_batch_size=2, learning_rate=1e-2,
+                      group_by_length=True, logging_steps=1)
+    result = train(data, model=str(model), config=cfg, silent=True)
+    assert result.output_dir == data.parent / "built-full"
+    assert (result.output_dir / "model.safetensors").is_file() and not (result.output_dir / "adapter_config.json").exists()
+    tuned = AutoModelForCausalLM.from_pretrained(str(result.output_dir))
+    base = AutoModelForCausalLM.from_pretrained(str(model))
+    moved = [n for n, p in tuned.named_parameters() if not torch.equal(p, base.get_parameter(n))]
+    assert len(moved) == len(list(base.parameters()))  # every weight trained, lm_head and norms too
+
+
+def test_packed_build_trains_with_isolation(built, tmp_path):
+    from datasets import DatasetDict
+
+    from .test_collator import pack
+
+    data, model = built
+    rows = [dict(r) for r in datakit.load(data)["train"]]
+    packs = [pack(rows[i:i + 4]) for i in range(0, len(rows), 4)]
+    packed = tmp_path / "packed"
+    DatasetDict(train=datakit.load(data)["train"].from_list(packs)).save_to_disk(str(packed))
+    (packed / "manifest.json").write_text((data / "manifest.json").read_text())
+    for attn in ("sdpa", "eager"):
+        cfg = TrainConfig(max_steps=2, batch_size=2, micro_batch_size=2, attn_implementation=attn)
+        result = train(packed, model=str(model), config=cfg, output_dir=tmp_path / attn, silent=True)
+        saved = json.loads((result.output_dir / "datakit_train.json").read_text())
+        assert saved["packed"] is True and saved["attn_implementation"] == attn and result.metrics["train_loss"] > 0
+
+
+def test_silent_is_silent_and_inspect_prints_the_curve(built, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from datakit.cli import cli
+
+    data, model = built
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-m", "datakit", "train", "--data", str(data), "--model", str(model),
+                          "--max-steps", "3", "--batch-size", "2", "--micro-batch-size", "2", "--logging-steps", "1",
+                          "--output-dir", str(tmp_path / "run"), "--silent"],
+                         capture_output=True, text=True, timeout=600, cwd=root)
+    assert out.returncode == 0 and out.stdout == "" and out.stderr == "", out.stdout + out.stderr
+    shown = CliRunner().invoke(cli, ["inspect", str(tmp_path / "run")])
+    assert shown.exit_code == 0, shown.output
+    history = json.loads((tmp_path / "run" / "trainer_state.json").read_text())["log_history"]
+    rows = {int(line.split()[0]): line.split()[1:] for line in shown.output.splitlines() if line.split()[0].isdigit()}
+    logged = {h["step"]: h for h in history if "loss" in h}
+    assert sorted(rows) == sorted(logged) == [1, 2, 3]
+    for step, h in logged.items():
+        assert float(rows[step][0]) == pytest.approx(h["loss"], abs=5e-5)
+        assert float(rows[step][-1]) == pytest.approx(h["learning_rate"], rel=1e-3)
+    assert "eval_loss" in shown.output and "loss.png" in shown.output
