@@ -46,6 +46,7 @@ class TokenizeOptions:
     train_on_inputs: bool = False
     train_on: str = "all_assistant"
     inference_mismatch: str = "count"
+    parse_special_tokens: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -71,22 +71,27 @@ class Tokenizer:
     fingerprint: str = ""
     files: list[str]
 
-    def encode(self, texts: list[str], *, add_special_tokens: bool | None = None) -> Encoded:
+    def encode(self, texts: list[str], *, add_special_tokens: bool | None = None,
+               parse_special: bool = False) -> Encoded:
+        """Ids of ``texts``; special-token strings in them are ordinary text unless ``parse_special``."""
         raise NotImplementedError
 
     def encode_with_offsets(self, texts: list[str], *, add_special_tokens: bool | None = None,
-                            parse_special: bool = False) -> Encoded:
+                            parse_special: bool = False, data=None) -> Encoded:
+        """Ids and char offsets; with ``parse_special``, special-token strings become control tokens
+        except inside each row's ``data`` ranges (markup.py)."""
         raise NotImplementedError
 
     def encode_with_spans(self, texts: list[str], spans: list[list[tuple[int, int]]], *,
-                          add_special_tokens: bool | None = None, parse_special: bool = False,
+                          add_special_tokens: bool | None = None, parse_special: bool = False, data=None,
                           max_tokens: int | None = None, strategy: str = "auto") -> tuple[Encoded, np.ndarray, list[int]]:
         """Encode once and mark the tokens of each row's character spans (see spans.py): the
-        encoding, a bool per token (supervised), and the rows whose marks failed the check."""
+        encoding, a bool per token (supervised), and the rows whose marks failed the check.
+        ``parse_special`` and ``data``: as for ``encode_with_offsets``."""
         from .spans import encode_with_spans
 
         return encode_with_spans(self, texts, spans, add_special_tokens=add_special_tokens,
-                                 parse_special=parse_special, max_tokens=max_tokens, strategy=strategy)
+                                 parse_special=parse_special, data=data, max_tokens=max_tokens, strategy=strategy)
 
     # What the spelled-bytes strategy of spans.py needs from a backend.
 
@@ -111,11 +116,11 @@ class Tokenizer:
         """How many tokens the tokenizer adds before and after each text (BOS, EOS)."""
         return 0, 0
 
-    def fast_ids(self, texts: list[str], *, special: bool, max_tokens: int | None, n_pre: int, n_post: int
-                 ) -> tuple[np.ndarray, np.ndarray, list[int] | None]:
+    def fast_ids(self, texts: list[str], *, special: bool, max_tokens: int | None, n_pre: int, n_post: int,
+                 parse_special: bool = False, data=None) -> tuple[np.ndarray, np.ndarray, list[int] | None]:
         """Flat ids and row lengths, and (when rows were tokenized only up to ``max_tokens``) how
         many characters of each text the ids cover."""
-        enc = self.encode(texts, add_special_tokens=special)
+        enc = self.encode(texts, add_special_tokens=special, parse_special=parse_special)
         return enc.ids, enc.lengths, None
 
     def id_to_piece(self, token_id: int) -> str:

@@ -54,30 +54,69 @@ class HFTokenizer(Tokenizer):
     def special_ids(self) -> set[int]:
         return set(self._special)
 
-    def encode(self, texts, *, add_special_tokens=None) -> Encoded:
-        encs = self.backend.encode_batch_fast(list(texts), add_special_tokens=add_special_tokens is not False)
+    def _ordinary(self):
+        """The backend with special-token strings read as text (``encode_special_tokens``), and the
+        PieceEncoder for rows whose data holds one (markup.py); built once."""
+        if "_ordinary_cache" not in self.__dict__:
+            with self._prefix_lock:
+                if "_ordinary_cache" not in self.__dict__:
+                    from tokenizers import Tokenizer as RustTokenizer
+
+                    from .markup import PieceEncoder
+
+                    ordinary = RustTokenizer.from_str(self.backend.to_str())
+                    ordinary.encode_special_tokens = True
+                    self._ordinary_cache = ordinary, PieceEncoder.for_backend(self.backend, ordinary)
+        return self._ordinary_cache
+
+    def _engine(self, parse_special: bool):
+        return self.backend if parse_special else self._ordinary()[0]
+
+    def encode(self, texts, *, add_special_tokens=None, parse_special=False) -> Encoded:
+        encs = self._engine(parse_special).encode_batch_fast(list(texts), add_special_tokens=add_special_tokens is not False)
         return Encoded(*_flatten([e.ids for e in encs]))
 
-    def encode_with_offsets(self, texts, *, add_special_tokens=None, parse_special=False) -> Encoded:
-        encs = self.backend.encode_batch(list(texts), add_special_tokens=add_special_tokens is not False)
-        ids, lengths = _flatten([e.ids for e in encs])
-        offsets = np.array(list(itertools.chain.from_iterable(e.offsets for e in encs)),
-                           dtype=np.int64).reshape(-1, 2)
+    def _pieces(self, texts, data, special: bool):
+        """Rows whose data holds a special-token string, encoded piece by piece: {row: (ids, offsets)}."""
+        pieces = self._ordinary()[1]
+        if pieces is None or data is None:
+            return {}
+        from .markup import rows_with_data_specials
+
+        n_pre, n_post = self.added_around(special)
+        return {r: pieces.encode(texts[r], data[r], special=special, n_pre=n_pre, n_post=n_post)
+                for r in rows_with_data_specials(texts, pieces.pattern, data)}
+
+    def encode_with_offsets(self, texts, *, add_special_tokens=None, parse_special=False, data=None) -> Encoded:
+        special = add_special_tokens is not False
+        texts = list(texts)
+        encs = self._engine(parse_special).encode_batch(texts, add_special_tokens=special)
+        rows = [(e.ids, e.offsets, e.special_tokens_mask) for e in encs]
+        for r, (ids, offs) in (self._pieces(texts, data, special) if parse_special else {}).items():
+            rows[r] = ids, offs, [0] * len(ids)  # added tokens there already sit at (0, 0)
+        ids, lengths = _flatten([r[0] for r in rows])
+        offsets = np.array(list(itertools.chain.from_iterable(r[1] for r in rows)), dtype=np.int64).reshape(-1, 2)
         # A token the post-processor added (BOS/EOS) reports (0, 0): keep it empty, never in a span.
-        special = np.fromiter(itertools.chain.from_iterable(e.special_tokens_mask for e in encs),
-                              dtype=bool, count=len(ids))
-        offsets[special] = 0
+        added = np.fromiter(itertools.chain.from_iterable(r[2] for r in rows), dtype=bool, count=len(ids))
+        offsets[added] = 0
         return Encoded(ids, lengths, offsets)
 
-    def fast_ids(self, texts, *, special, max_tokens, n_pre, n_post):
+    def fast_ids(self, texts, *, special, max_tokens, n_pre, n_post, parse_special=False, data=None):
         """``encode_batch_fast``; with ``max_tokens``, a row past that many tokens is tokenized only
-        as far as needed when that is exact (prefix.py)."""
-        prefix = self._prefix_encoder(wait=False) if max_tokens is not None else None
+        as far as needed when that is exact (prefix.py). Rows whose data holds a special-token
+        string are encoded piece by piece, and whole."""
+        pieces = self._pieces(texts, data, special) if parse_special else {}
+        prefix = self._prefix_encoder(wait=False) if max_tokens is not None and parse_special else None
         if prefix is None:
-            enc = self.encode(texts, add_special_tokens=special)
-            return enc.ids, enc.lengths, None
-        rows, ends = prefix.encode(texts, max_tokens + 1 - n_pre, add_special_tokens=special,
-                                   n_pre=n_pre, n_post=n_post)
+            rows = [e.ids for e in self._engine(parse_special).encode_batch_fast(texts, add_special_tokens=special)]
+            ends = None
+        else:
+            rows, ends = prefix.encode(texts, max_tokens + 1 - n_pre, add_special_tokens=special,
+                                       n_pre=n_pre, n_post=n_post)
+        for r, (ids, _) in pieces.items():
+            rows[r] = ids
+            if ends is not None:
+                ends[r] = len(texts[r])
         return *_flatten(rows), ends
 
     def _prefix_encoder(self, *, wait: bool = True):

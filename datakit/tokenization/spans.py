@@ -25,34 +25,38 @@ STRATEGIES = ("auto", "spelled", "offsets")
 
 
 def encode_with_spans(tok, texts: list[str], spans: list[list[tuple[int, int]]], *,
-                      add_special_tokens: bool | None = None, parse_special: bool = False,
+                      add_special_tokens: bool | None = None, parse_special: bool = False, data=None,
                       max_tokens: int | None = None, strategy: str = "auto") -> tuple[Encoded, np.ndarray, list[int]]:
     """Encode ``texts`` once and mark the tokens of each row's character ``spans``.
 
     Returns the encoding, a bool per token (supervised) and the rows whose marks failed the
     independent check. With ``max_tokens`` a row holding more than that many tokens may be
     tokenized only in part (``Encoded.cut``; its ids are the first ids of the whole text).
+    With ``parse_special``, special-token strings become control tokens, except inside the
+    ``data`` ranges of each row (the text that came from the data, markup.py).
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, not {strategy!r}")
     texts = list(texts)
     if strategy != "offsets":
         marked = _spelled(tok, texts, spans, special=add_special_tokens is not False,
-                          parse_special=parse_special, max_tokens=max_tokens)
+                          parse_special=parse_special, data=data, max_tokens=max_tokens)
         if marked is not None:
             return marked
         if strategy == "spelled":
             raise TokenizerError(f"tokenizer {tok.source}: its ids do not spell these texts byte for byte")
-    enc = tok.encode_with_offsets(texts, add_special_tokens=add_special_tokens, parse_special=parse_special)
+    enc = tok.encode_with_offsets(texts, add_special_tokens=add_special_tokens, parse_special=parse_special,
+                                  data=data)
     return (enc, *mark(enc, spans, tok.special_ids()))
 
 
-def _spelled(tok, texts, spans, *, special: bool, parse_special: bool, max_tokens: int | None):
+def _spelled(tok, texts, spans, *, special: bool, parse_special: bool, data, max_tokens: int | None):
     surfaces = tok.surfaces()
     if surfaces is None or not tok.spells(texts, parse_special=parse_special):
         return None
     n_pre, n_post = tok.added_around(special)
-    ids, lengths, ends = tok.fast_ids(texts, special=special, max_tokens=max_tokens, n_pre=n_pre, n_post=n_post)
+    ids, lengths, ends = tok.fast_ids(texts, special=special, max_tokens=max_tokens, n_pre=n_pre, n_post=n_post,
+                                      parse_special=parse_special, data=data)
     cut = None
     if ends is not None:
         cut = np.fromiter((e < len(t) for t, e in zip(texts, ends)), dtype=bool, count=len(texts))

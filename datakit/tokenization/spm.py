@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import itertools
-import re
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,7 @@ import numpy as np
 from ..errors import TokenizerError
 from .base import THREADS, Encoded, Tokenizer, _fingerprint, _flatten
 from .files import SUPPORTED
+from .markup import markup_matches, special_pattern
 
 
 class SentencePieceTokenizer(Tokenizer):
@@ -38,8 +38,7 @@ class SentencePieceTokenizer(Tokenizer):
         self.files = [str(path)]
         self.fingerprint = _fingerprint([path])
         self._control = {i: sp.id_to_piece(i) for i in range(sp.get_piece_size()) if sp.is_control(i)}
-        specials = sorted((p for p in self._control.values() if p), key=len, reverse=True)
-        self._special_re = re.compile("|".join(map(re.escape, specials))) if specials else None
+        self._special_re = special_pattern(self._control.values())
         self._special_by_piece = {p: i for i, p in self._control.items()}
 
     @property
@@ -52,8 +51,13 @@ class SentencePieceTokenizer(Tokenizer):
     def _bos(self, add_special_tokens: bool | None) -> bool:
         return self.bos_id is not None and add_special_tokens is not False
 
-    def encode(self, texts, *, add_special_tokens=None) -> Encoded:
-        rows = self.sp.encode(list(texts), add_bos=self._bos(add_special_tokens), num_threads=THREADS)
+    def encode(self, texts, *, add_special_tokens=None, parse_special=False) -> Encoded:
+        """``sp.encode`` reads control-token strings as text; ``parse_special`` makes them control tokens."""
+        texts = list(texts)
+        if parse_special and not self.spells(texts, parse_special=True):
+            enc = self.encode_with_offsets(texts, add_special_tokens=add_special_tokens, parse_special=True)
+            return Encoded(enc.ids, enc.lengths)
+        rows = self.sp.encode(texts, add_bos=self._bos(add_special_tokens), num_threads=THREADS)
         return Encoded(*_flatten(rows))
 
     def spells(self, texts, *, parse_special):
@@ -69,11 +73,11 @@ class SentencePieceTokenizer(Tokenizer):
 
         return Surfaces.for_sentencepiece(self.sp)
 
-    def encode_with_offsets(self, texts, *, add_special_tokens=None, parse_special=False) -> Encoded:
+    def encode_with_offsets(self, texts, *, add_special_tokens=None, parse_special=False, data=None) -> Encoded:
         rows, offs = [], []
         add_bos = self._bos(add_special_tokens)
-        for text in texts:
-            ids, off = self._encode_one(text, parse_special)
+        for r, text in enumerate(texts):
+            ids, off = self._encode_one(text, parse_special, data[r] if data is not None else None)
             if add_bos:
                 ids.insert(0, self.bos_id)
                 off.insert(0, (0, 0))
@@ -83,12 +87,13 @@ class SentencePieceTokenizer(Tokenizer):
         offsets = np.array(list(itertools.chain.from_iterable(offs)), dtype=np.int64).reshape(-1, 2)
         return Encoded(ids, lengths, offsets)
 
-    def _encode_one(self, text: str, parse_special: bool):
+    def _encode_one(self, text: str, parse_special: bool, data):
+        """A text split at its control-token strings (those outside ``data``), each part encoded alone."""
         parts = [(0, text)]
         specials = []
         if parse_special and self._special_re is not None:
             parts, pos = [], 0
-            for m in self._special_re.finditer(text):
+            for m in markup_matches(text, self._special_re, data):
                 parts.append((pos, text[pos:m.start()]))
                 specials.append((m.start(), m.end(), self._special_by_piece[m.group()]))
                 pos = m.end()

@@ -74,7 +74,8 @@ def inference_mismatch(tokenizer, texts: list[str], starts: list[int | None], pr
                 continue
         retokenize.append((r, lo, k))
     if retokenize:
-        got = tokenizer.encode([texts[r][:starts[r]] for r, _, _ in retokenize], add_special_tokens=special)
+        got = tokenizer.encode([texts[r][:starts[r]] for r, _, _ in retokenize], add_special_tokens=special,
+                               parse_special=True)
         for j, (r, lo, k) in enumerate(retokenize):
             if not np.array_equal(got.row(j), enc.ids[lo:lo + k]):
                 wrong.append(r)

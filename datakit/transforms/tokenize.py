@@ -25,7 +25,9 @@ class TokenizeText(BaseStep):
 
     def __call__(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
         texts = batch.column("text").to_pylist()
-        enc = self.tokenizer.encode(texts, add_special_tokens=self.options.add_special_tokens)
+        # a document's special-token strings are text unless parse_special_tokens (markup.py)
+        enc = self.tokenizer.encode(texts, add_special_tokens=self.options.add_special_tokens,
+                                    parse_special=self.options.parse_special_tokens)
         with self._lock:
             self.stats["documents_read"] += len(texts)
             self.stats["tokens_read"] += int(len(enc.ids))

@@ -17,7 +17,6 @@ an error with ``inference_mismatch: error``.
 """
 from __future__ import annotations
 
-import inspect
 import threading
 from collections import Counter
 
@@ -59,14 +58,14 @@ class TokenizeSFT(BaseStep):
         self.eos_id = tokenizer.require_eos("`add_eos_token`") if self.add_eos else tokenizer.eos_id
         self.chat = chat
         self.special = options.add_special_tokens if options.add_special_tokens is not None or not chat else False
-        # the data ranges (text from the data, never parsed into special tokens) go to tokenizers that take them
-        self._takes_data = "data" in inspect.signature(tokenizer.encode_with_spans).parameters
         self._lock = threading.Lock()
 
     def _encode_part(self, texts, spans, data, special):
-        extra = {"data": data} if self._takes_data and data is not None else {}
+        """The template's markup becomes control tokens; special-token strings in the ``data``
+        ranges (message contents, alpaca fields) are text unless ``parse_special_tokens``."""
         return self.tokenizer.encode_with_spans(texts, spans, add_special_tokens=special, parse_special=True,
-                                                max_tokens=self.options.cutoff_len, **extra)
+                                                data=None if self.options.parse_special_tokens else data,
+                                                max_tokens=self.options.cutoff_len)
 
     def _encode(self, texts: list[str], spans: list[list[tuple[int, int]]], data=None):
         """Encode with span marks; a text that already starts with the BOS string gets no second BOS.
