@@ -6,7 +6,8 @@ import html
 from pathlib import Path
 
 from .errors import DatakitError
-from .inspect import Build, histogram, percentiles, split_stats, summary_text
+from .inspect import (Build, histogram, packing_line, packing_stats, percentiles, segment_pieces, segments,
+                      split_stats, summary_text)
 
 CSS = """
 body{font:14px/1.5 system-ui,-apple-system,'Segoe UI',sans-serif;margin:2rem auto;max-width:1100px;color:#1d232a;padding:0 1rem}
@@ -20,30 +21,49 @@ pre.summary{background:#f6f8fa;padding:1rem;overflow-x:auto;font-size:12px}
 .legend span{margin-right:1rem}
 table.turns{border-collapse:collapse;width:100%}table.turns td,table.turns th{border-top:1px solid #e1e4e8;padding:.3rem;vertical-align:top;text-align:left}
 table.turns td.row{border:none;margin:0}
+.boundary{display:block;margin:.5rem 0 .2rem;padding:0 .4rem;border-left:4px solid #0366d6;background:#f1f8ff;
+ color:#0366d6;font:12px system-ui,sans-serif}
 svg text{font:11px sans-serif;fill:#444}
 """
 
 
 def _token_spans(build: Build, split: str, index: int) -> str:
     row = build.row(split, index)
+    if "seq_lens" in row:
+        return _packed_spans(build, row)
     return _pieces_html(build.pieces(row), row)
 
 
-def _pieces_html(pieces, row) -> str:
+def _pieces_html(pieces, row: dict) -> str:
+    return "".join(_span(p, row) for p in pieces)
+
+
+def _span(p, row: dict) -> str:
+    cls = ["t", "trained" if p.trained else "masked"]
+    if p.special:
+        cls.append("special")
+    if p.padding:
+        cls.append("pad")
+    if len(p.ids) > 1:
+        cls.append("multi")
+    labels = [int(row["labels"][pos]) for pos in p.positions]
+    title = f"pos {p.positions[0]}" + (f"-{p.positions[-1]}" if len(p.positions) > 1 else "")
+    if "position_ids" in row:
+        title += f" (position_id {int(row['position_ids'][p.positions[0]])})"
+    title += f" · id {' '.join(map(str, p.ids))} · label {' '.join(map(str, labels))}"
+    text = p.text.replace("\n", "↵\n").replace("\t", "→")
+    return f'<span class="{" ".join(cls)}" title="{html.escape(title)}">{html.escape(text)}</span>'
+
+
+def _packed_spans(build: Build, row: dict) -> str:
+    """A packed row: a boundary marker before each packed row (its length and own positions)."""
     out = []
-    for p in pieces:
-        cls = ["t", "trained" if p.trained else "masked"]
-        if p.special:
-            cls.append("special")
-        if p.padding:
-            cls.append("pad")
-        if len(p.ids) > 1:
-            cls.append("multi")
-        labels = [int(row["labels"][pos]) for pos in p.positions]
-        title = f"pos {p.positions[0]}" + (f"-{p.positions[-1]}" if len(p.positions) > 1 else "") + \
-            f" · id {' '.join(map(str, p.ids))} · label {' '.join(map(str, labels))}"
-        text = p.text.replace("\n", "↵\n").replace("\t", "→")
-        out.append(f'<span class="{" ".join(cls)}" title="{html.escape(title)}">{html.escape(text)}</span>')
+    n_rows = len(row["seq_lens"])
+    for k, (a, b) in enumerate(segments(row)):
+        label = (f"row {k + 1}/{n_rows} · {b - a} tokens · position_ids 0..{b - a - 1}" if k < n_rows
+                 else f"padding · {b - a} tokens")
+        out.append(f"<span class='boundary'>{html.escape(label)}</span>")
+        out.append(_pieces_html(segment_pieces(build, row, a, b), row))
     return "".join(out)
 
 
@@ -94,6 +114,9 @@ def write_html(build: Build, path: str | Path, rows: dict[str, list[int]]) -> Pa
         s = split_stats(table)
         pct = ", ".join(f"{k} {v}" for k, v in percentiles(s["lengths"]).items())
         parts.append(f"<h2>{html.escape(name)}: {s['rows']:,} rows</h2><p>lengths: {pct}</p>")
+        packing = packing_stats(build, name)
+        if packing:
+            parts.append(f"<p class='packing'>{html.escape(packing_line(packing).strip())}</p>")
         parts.append(_svg_histogram(s["lengths"]))
         for i in rows.get(name, []):
             parts.append(f"<h3>{html.escape(name)} row {i}</h3><div class='row'>{_token_spans(build, name, i)}</div>")

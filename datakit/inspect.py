@@ -169,6 +169,9 @@ def summary_text(build: Build) -> str:
         share = 100 * s["supervised"] / s["tokens"] if s["tokens"] else 0
         out.append(f"\n[{name}] rows {s['rows']:,}  tokens {s['tokens']:,}  supervised {s['supervised']:,} "
                    f"({share:.1f}%)" + (f"  padding {s['padding']:,}" if s.get("padding") else ""))
+        packing = packing_stats(build, name)
+        if packing:
+            out.append(packing_line(packing))
         pct = percentiles(s["lengths"])
         if pct:
             out.append("  length " + "  ".join(f"{k} {v:,}" for k, v in pct.items()))
@@ -217,16 +220,27 @@ TRAINED_OPEN, TRAINED_CLOSE = "«", "»"
 def row_text(build: Build, split: str, index: int, *, color: bool) -> str:
     """The row's tokens in order. Trained tokens: green (color) or inside «…» (plain). Tokens are
     separated by a dim │ (color) or | (plain); special tokens and padding stay visible."""
-    import click
-
     row = build.row(split, index)
+    if "seq_lens" in row:
+        return packed_row_text(build, split, index, color=color)
     ps = build.pieces(row)
     n_sup = int((row["labels"] != IGNORE_INDEX).sum())
-    head = f"[{split} row {index}] {len(row['input_ids'])} tokens, {n_sup} trained"
+    head = f"[{split} row {index}] {len(row['input_ids'])} tokens, {n_sup} trained" + _legend(color)
+    note = f"\n(note: {build.tokenizer_error})" if build.tokenizer_error else ""
+    return head + "\n" + _rendered(ps, color=color) + note
+
+
+def _legend(color: bool) -> str:
+    import click
+
     if color:
-        head += "  (" + click.style("trained", fg="green", bold=True) + " / " + click.style("masked", dim=True) + ")"
-    else:
-        head += f"  (trained tokens inside {TRAINED_OPEN}…{TRAINED_CLOSE}, tokens separated by |)"
+        return "  (" + click.style("trained", fg="green", bold=True) + " / " + click.style("masked", dim=True) + ")"
+    return f"  (trained tokens inside {TRAINED_OPEN}…{TRAINED_CLOSE}, tokens separated by |)"
+
+
+def _rendered(ps: list[Piece], *, color: bool) -> str:
+    import click
+
     parts = []
     inside = False
     for k, p in enumerate(ps):
@@ -246,8 +260,78 @@ def row_text(build: Build, split: str, index: int, *, color: bool) -> str:
         parts.append(text + ("|" if k < len(ps) - 1 else ""))
     if inside:
         parts.append(TRAINED_CLOSE)
-    note = f"\n(note: {build.tokenizer_error})" if build.tokenizer_error else ""
-    return head + "\n" + "".join(parts) + note
+    return "".join(parts)
+
+
+# ---------------------------------------------------------------- packed rows
+
+def segments(row: dict) -> list[tuple[int, int]]:
+    """(start, end) of every row packed into ``row`` (from seq_lens), then of its padding if any."""
+    ends = np.cumsum(row["seq_lens"]).tolist()
+    out = list(zip([0] + ends[:-1], ends))
+    filled = ends[-1] if ends else 0
+    if filled < len(row["input_ids"]):
+        out.append((filled, len(row["input_ids"])))
+    return out
+
+
+def segment_pieces(build: Build, row: dict, start: int, end: int) -> list[Piece]:
+    """The pieces of one packed row; their positions count within the pack."""
+    part = {k: row[k][start:end] for k in ("input_ids", "labels", "attention_mask")}
+    ps = build.pieces(part)
+    for p in ps:
+        p.positions = [start + q for q in p.positions]
+    return ps
+
+
+def packed_row_text(build: Build, split: str, index: int, *, color: bool) -> str:
+    """A packed row, one packed row after the other, each under a marker line with its length,
+    its own positions (position_ids restart at 0) and its trained tokens; padding last."""
+    import click
+
+    row = build.row(split, index)
+    n_rows, filled = len(row["seq_lens"]), int(np.sum(row["seq_lens"]))
+    head = (f"[{split} pack {index}] {len(row['input_ids'])} tokens: {n_rows} rows packed, "
+            f"{len(row['input_ids']) - filled} padding" + _legend(color))
+    lines = [head]
+    for k, (a, b) in enumerate(segments(row)):
+        trained = int((row["labels"][a:b] != IGNORE_INDEX).sum())
+        if k < n_rows:
+            pos = row["position_ids"][a:b]
+            mark = (f"── row {k + 1}/{n_rows}: tokens {a}..{b - 1}, {b - a} tokens, "
+                    f"position_ids {int(pos[0])}..{int(pos[-1])}, {trained} trained ──")
+        else:
+            mark = f"── padding: tokens {a}..{b - 1}, {b - a} tokens (attention 0, label -100) ──"
+        lines.append(click.style(mark, fg="cyan") if color else mark)
+        lines.append(_rendered(segment_pieces(build, row, a, b), color=color))
+    if build.tokenizer_error:
+        lines.append(f"(note: {build.tokenizer_error})")
+    return "\n".join(lines)
+
+
+def packing_stats(build: Build, split: str) -> dict | None:
+    """Packing figures of a packed split: from the manifest when it has them, else counted from
+    the columns (block size: the longest pack)."""
+    table = build.table(split)
+    if "seq_lens" not in table.column_names:
+        return None
+    recorded = build.manifest.get("splits", {}).get(split, {}).get("packing")
+    if recorded:
+        return recorded
+    seq_lens = table.column("seq_lens").combine_chunks()
+    packs = table.num_rows
+    tokens = int(seq_lens.values.to_numpy().sum()) if packs else 0
+    block = int(np.diff(table.column("input_ids").combine_chunks().offsets.to_numpy()).max()) if packs else 0
+    slots = packs * block
+    return {"block_size": block, "rows_packed": len(seq_lens.values), "packs": packs, "tokens": tokens,
+            "padding_tokens": slots - tokens, "efficiency": round(tokens / slots, 6) if slots else 0.0,
+            "rows_per_pack": round(len(seq_lens.values) / packs, 3) if packs else 0.0}
+
+
+def packing_line(stats: dict) -> str:
+    return (f"  packing: {stats['rows_packed']:,} rows in {stats['packs']:,} packs of {stats['block_size']:,} "
+            f"tokens, {stats['rows_per_pack']:.2f} rows per pack, efficiency {100 * stats['efficiency']:.2f}%, "
+            f"padding {stats['padding_tokens']:,} tokens")
 
 
 def _shown(p: Piece) -> str:
@@ -274,10 +358,21 @@ def row_table(build: Build, split: str, index: int) -> str:
                 shown[pos] = repr(p.text) if not p.special else p.text
             else:
                 shown[pos] = f"{p.text!r} (token {k + 1} of {len(p.positions)})"
+    packed = "seq_lens" in row
+    marks = {}
+    if packed:  # a marker line before every packed row, and the row's own positions
+        lines[0] = f"{'pos':>5}  {'pos_id':>6}  {'id':>7}  {'label':>7}  {'piece':<20} text"
+        n_rows = len(row["seq_lens"])
+        for k, (a, b) in enumerate(segments(row)):
+            marks[a] = (f"── row {k + 1}/{n_rows}: {b - a} tokens ──" if k < n_rows
+                        else f"── padding: {b - a} tokens ──")
     for pos, (tid, lab) in enumerate(zip(row["input_ids"].tolist(), row["labels"].tolist())):
         piece = tok.id_to_piece(tid) if tok else ""
         label = "-100" if lab == IGNORE_INDEX else str(lab)
-        lines.append(f"{pos:>5}  {tid:>7}  {label:>7}  {piece!s:<20} {shown.get(pos, '')}")
+        if pos in marks:
+            lines.append(marks[pos])
+        own = f"  {int(row['position_ids'][pos]):>6}" if packed else ""
+        lines.append(f"{pos:>5}{own}  {tid:>7}  {label:>7}  {piece!s:<20} {shown.get(pos, '')}")
     return "\n".join(lines)
 
 

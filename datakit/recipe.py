@@ -54,6 +54,9 @@ class PackOptions:
     block_size: int
     eos: str = "per_document"
     remainder: str = "drop"
+    isolate_documents: bool = False
+    strategy: str = "bfd"
+    pad_to_block_size: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -197,8 +200,7 @@ def _semantic_problems(data: dict) -> list[str]:
         problems.append("transforms: a `tokenize` step is required")
     for i, name in enumerate(steps):
         if name == "pack":
-            if sft:
-                problems.append(f"transforms[{i}].pack: packing applies to format text sources")
+            problems += _pack_problems(data["transforms"][i]["pack"], i, sft=sft)
             if "tokenize" not in steps[:i]:
                 problems.append(f"transforms[{i}].pack: must come after `tokenize`")
         if name == "template":
@@ -221,6 +223,16 @@ def _semantic_problems(data: dict) -> list[str]:
         if s.get("weight") is not None and s.get("repeat") is not None:
             problems.append(f"sources[{i}]: give `weight` or `repeat`, not both")
     return problems
+
+
+PACK_KEYS = {False: ("eos", "remainder", "isolate_documents"), True: ("strategy", "pad_to_block_size")}
+
+
+def _pack_problems(options: dict, i: int, *, sft: bool) -> list[str]:
+    """Keys of `pack` that belong to the other path: instruction rows are packed whole, text is cut."""
+    kind, other = ("instruction rows", "text") if sft else ("text documents", "instruction")
+    return [f"transforms[{i}].pack.{key}: applies to {other} sources, not {kind}"
+            for key in PACK_KEYS[not sft] if key in (options or {})]
 
 
 def _resolve(base: Path, value: str) -> str:

@@ -29,6 +29,7 @@ from .plan import SplitPlan
 from .recipe import Recipe, SourceConfig
 from .sources import FileInfo, read_source
 from .transforms.base import Step
+from .transforms.pack_rows import with_seq_lens
 from .writers import Writer
 from .writers.spill import SpillWriter
 
@@ -84,10 +85,15 @@ class SplitRows:
     def lengths(self) -> np.ndarray:
         return self.rows.lengths[self.indices]
 
-    def batches(self, *, chunk: int = TAKE_ROWS) -> Iterator[pa.RecordBatch]:
+    def batches(self, *, chunk: int = TAKE_ROWS, on_rows: Callable[[int], None] = lambda n: None
+                ) -> Iterator[pa.RecordBatch]:
+        """The rows a chunk at a time; rows that carry position_ids (documents isolated inside
+        blocks) get their seq_lens, which the spill does not keep (it holds per-token columns)."""
         offsets = row_offsets(self.rows.lengths)
         for start in range(0, len(self.indices), chunk):
-            yield self.rows.gather(self.indices[start:start + chunk], offsets)
+            batch = with_seq_lens(self.rows.gather(self.indices[start:start + chunk], offsets))
+            on_rows(batch.num_rows)
+            yield batch
 
 
 def write(plan: SplitPlan, rows: SpillWriter, folder: Path, *, writers: list[Writer], split_steps: list[Step] = (),
@@ -103,12 +109,12 @@ def write(plan: SplitPlan, rows: SpillWriter, folder: Path, *, writers: list[Wri
                 split = begin(split)
         sinks = [writer.open(folder, name) for writer in writers]
         n_rows = tokens = 0
-        for batch in run_chain(split.batches(), list(split_steps), seconds=seconds) if split_steps else split.batches():
+        gathered = split.batches(on_rows=on_rows)  # progress in built rows, also when they are packed
+        for batch in run_chain(gathered, list(split_steps), seconds=seconds) if split_steps else gathered:
             for sink in sinks:
                 sink.write(batch)
             n_rows += batch.num_rows
             tokens += len(batch.column("input_ids").values)
-            on_rows(batch.num_rows)
             del batch
             # mimalloc keeps freed pages for reuse; hand them back so each chunk starts from the same RSS.
             pa.default_memory_pool().release_unused()

@@ -10,7 +10,9 @@ def build_summary(result) -> str:
     m = result.manifest
     c = m["counts"]
     unit = "rows" if m["kind"] == "sft" else "blocks"
-    splits = ", ".join(f"{name} {_n(s['rows'])} {unit}" for name, s in m["splits"].items())
+    splits = ", ".join(f"{name} {_n(s['rows'])} {unit}" if "packing" not in s else
+                       f"{name} {_n(s['rows'])} packs of {_n(s['packing']['rows_packed'])} rows "
+                       f"({100 * s['packing']['efficiency']:.1f}% filled)" for name, s in m["splits"].items())
     lines = [f"wrote {result.path} in {result.seconds:.1f}s: {splits}"]
     read = c.get("documents_read", c.get("rows_read", 0))
     what = "documents" if m["kind"] == "pretrain" else "rows"

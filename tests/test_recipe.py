@@ -58,10 +58,21 @@ def test_unknown_step_and_missing_keys():
     (base(transforms=[{"tokenize": {}}]), "text sources need a `pack` step"),
     (base(sources=[{"path": "a.json", "format": "alpaca", "document_separator": "x"}],
           transforms=[{"template": "alpaca"}, {"tokenize": {}}]), "document_separator: only applies"),
+    (base(sources=[{"path": "a.json", "format": "alpaca"}],
+          transforms=[{"template": "alpaca"}, {"tokenize": {}}, {"pack": {"block_size": 8, "eos": "per_block"}}]),
+     r"transforms\[2\].pack.eos: applies to text sources, not instruction rows"),
+    (base(transforms=[{"tokenize": {}}, {"pack": {"block_size": 8, "strategy": "bfd"}}]),
+     r"transforms\[1\].pack.strategy: applies to instruction sources, not text documents"),
 ])
 def test_semantic_problems(data, message):
     with pytest.raises(RecipeError, match=message):
         R.from_dict(data)
+
+
+def test_instruction_rows_can_be_packed():
+    r = R.from_dict(base(sources=[{"path": "a.json", "format": "alpaca"}],
+                         transforms=[{"template": "alpaca"}, {"tokenize": {}}, {"pack": {"block_size": 64}}]))
+    assert r.step("pack") == R.PackOptions(block_size=64, strategy="bfd", pad_to_block_size=True)
 
 
 def test_broken_yaml_names_file_and_line(tmp_path):

@@ -7,6 +7,7 @@ are checked when a recipe uses the step, not at import.
 """
 from __future__ import annotations
 
+import dataclasses
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -32,13 +33,30 @@ def _tokenize(options, recipe: Recipe, tokenizer: Tokenizer) -> Step:
         return TokenizeText(options, tokenizer=tokenizer)
     from .tokenize_sft import TokenizeSFT
 
+    pack = recipe.step("pack")
+    if pack is not None and (options.cutoff_len is None or options.cutoff_len > pack.block_size):
+        # a pack holds whole rows: a longer row meets tokenize's `overlong` policy here
+        options = dataclasses.replace(options, cutoff_len=pack.block_size)
     template = recipe.step("template")
     return TokenizeSFT(options, tokenizer=tokenizer, chat=template is not None and template.name == "chat")
 
 
 def _pack(options, recipe: Recipe, tokenizer: Tokenizer) -> Step:
+    if recipe.is_sft:
+        from .pack_rows import PackRows
+
+        return PackRows(options, pad_id=_pad_id(tokenizer))
     eos = tokenizer.require_eos("`pack` (EOS ends documents and blocks)")
     return Pack(options, eos_id=eos, pad_id=tokenizer.pad_id)
+
+
+def _pad_id(tokenizer: Tokenizer) -> int:
+    """Padding of packs: the tokenizer's pad id, else EOS, else 0 (padding is never attended nor
+    trained, so its id only has to be a valid one)."""
+    for candidate in (tokenizer.pad_id, tokenizer.eos_id):
+        if candidate is not None:
+            return candidate
+    return 0
 
 
 def _template(options, recipe: Recipe, tokenizer: Tokenizer) -> Step:

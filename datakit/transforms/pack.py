@@ -8,6 +8,12 @@
 ``remainder`` decides the short last block: ``drop`` (its tokens are counted in
 ``tokens_dropped.remainder``), ``pad`` (pad id, attention 0, label -100) or ``keep``.
 The remainder is carried across batches, so batch boundaries never change the blocks.
+
+``isolate_documents: true`` also writes ``position_ids`` (restarting at 0 at every document
+inside a block, and at the block's start) and ``seq_lens`` (the lengths of the document pieces in
+the block), and sets the label of each piece's first token to -100, so that a trainer can keep
+attention inside documents and each piece trains as it would alone (see pack_rows.py for the
+column layout, shared with packed instruction rows). Without it the output does not change.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ import pyarrow as pa
 from ..recipe import PackOptions
 from ..columns import IGNORE_INDEX, flat_lists, model_batch, numeric_array, with_columns
 from .base import BaseStep, missing_eos
+from .pack_rows import packed_batch
 
 
 class Pack(BaseStep):
@@ -27,7 +34,9 @@ class Pack(BaseStep):
         self.remainder = options.remainder
         self.eos_id = eos_id
         self.pad_id = eos_id if pad_id is None else pad_id
+        self.isolate = options.isolate_documents
         self.carry = np.zeros(0, dtype=np.int32)
+        self.carry_starts = np.zeros(0, dtype=bool)  # with isolate: True where a document starts
         self.source = None
 
     def __call__(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
@@ -56,24 +65,49 @@ class Pack(BaseStep):
         if self.eos_mode == "per_document":
             needs, where = missing_eos(ids, lengths, self.eos_id)
             ids = np.insert(ids, where, self.eos_id)
+            lengths = lengths + needs
             self.stats["eos_added"] += int(needs.sum())
         stream = np.concatenate([self.carry, ids]) if len(self.carry) else ids
+        if self.isolate:
+            starts = np.zeros(len(ids), dtype=bool)
+            starts[(np.cumsum(lengths) - lengths)[lengths > 0]] = True
+            self.carry_starts = np.concatenate([self.carry_starts, starts])
         return self._emit(stream)
 
     def _emit(self, stream: np.ndarray) -> list[pa.RecordBatch]:
         piece = self.block_size - (1 if self.eos_mode == "per_block" else 0)
         n = len(stream) // piece
         self.carry = stream[n * piece:].copy()
+        starts, self.carry_starts = self.carry_starts[:n * piece], self.carry_starts[n * piece:].copy()
         if n == 0:
             return []
         blocks = stream[:n * piece].reshape(n, piece)
         if self.eos_mode == "per_block":
             blocks = np.hstack([blocks, np.full((n, 1), self.eos_id, dtype=np.int32)])
+            if self.isolate:
+                starts = np.hstack([starts.reshape(n, piece), np.zeros((n, 1), dtype=bool)]).reshape(-1)
             self.stats["eos_added"] += n
         flat = np.ascontiguousarray(blocks, dtype=np.int32).reshape(-1)
         self.stats["blocks"] += n
         self.stats["tokens_written"] += len(flat)
-        return [self._tag(model_batch(flat, np.full(n, self.block_size, dtype=np.int64)))]
+        lengths = np.full(n, self.block_size, dtype=np.int64)
+        if self.isolate:
+            return [self._tag(self._isolated(flat, starts, lengths, pad=False))]
+        return [self._tag(model_batch(flat, lengths))]
+
+    def _isolated(self, ids: np.ndarray, starts: np.ndarray, block_lengths: np.ndarray, *,
+                  pad: bool) -> pa.RecordBatch:
+        """Blocks as packs of their document pieces: every block's first token starts a piece too."""
+        starts = starts.copy()
+        starts[np.cumsum(block_lengths) - block_lengths] = True
+        at = np.flatnonzero(starts)
+        pieces = np.diff(np.append(at, len(ids)))
+        per_block = np.bincount(np.searchsorted(np.cumsum(block_lengths), at, side="right"),
+                                minlength=len(block_lengths))
+        batch, masked = packed_batch(model_batch(ids, pieces), per_block, block_size=self.block_size,
+                                     pad_id=self.pad_id, pad_to_block_size=pad)
+        self.stats["first_labels_masked"] += masked
+        return batch
 
     def _tag(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         if self.source is None:
@@ -84,6 +118,7 @@ class Pack(BaseStep):
 
     def flush(self) -> list[pa.RecordBatch]:
         tail, self.carry = self.carry, np.zeros(0, dtype=np.int32)
+        starts, self.carry_starts = self.carry_starts, np.zeros(0, dtype=bool)
         if len(tail) == 0:
             return []
         if self.remainder == "drop":
@@ -91,10 +126,14 @@ class Pack(BaseStep):
             return []
         if self.eos_mode == "per_block":
             tail = np.append(tail, np.int32(self.eos_id))
+            starts = np.append(starts, False) if self.isolate else starts
             self.stats["eos_added"] += 1
         self.stats["tokens_written"] += len(tail)
         self.stats["blocks"] += 1
         n_pad = self.block_size - len(tail) if self.remainder == "pad" else 0
+        if self.isolate:
+            self.stats["padding_tokens"] += n_pad
+            return [self._tag(self._isolated(tail, starts, np.array([len(tail)]), pad=n_pad > 0))]
         ids = np.concatenate([tail, np.full(n_pad, self.pad_id, dtype=np.int32)])
         attention = np.concatenate([np.ones(len(tail), np.int8), np.zeros(n_pad, np.int8)])
         labels = np.concatenate([tail, np.full(n_pad, IGNORE_INDEX, dtype=np.int32)])

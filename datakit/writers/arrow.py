@@ -14,15 +14,22 @@ import pyarrow as pa
 
 from ..columns import MODEL_COLUMNS as COLUMNS
 
-FEATURES = {name: {"feature": {"dtype": str(t), "_type": "Value"}, "_type": "List"}
-            for name, t in COLUMNS.items()}
+def features(columns: dict[str, pa.DataType]) -> dict:
+    """`datasets` Features of list columns: {name: List(Value(dtype))}."""
+    return {name: {"feature": {"dtype": str(t), "_type": "Value"}, "_type": "List"} for name, t in columns.items()}
+
+
+FEATURES = features(COLUMNS)
 FILENAME = "data-00000-of-00001.arrow"
 
 
-def output_schema() -> pa.Schema:
-    """The Arrow schema of a split, with the ``huggingface`` metadata `datasets` reads Features from."""
-    fields = [pa.field(n, pa.list_(t)) for n, t in COLUMNS.items()]
-    meta = {"huggingface": json.dumps({"info": {"features": FEATURES}})}
+def output_schema(columns: dict[str, pa.DataType] | None = None) -> pa.Schema:
+    """The Arrow schema of a split, with the ``huggingface`` metadata `datasets` reads Features from.
+    ``columns`` (name -> value type of a list column) defaults to input_ids, attention_mask, labels;
+    packed rows add position_ids and seq_lens."""
+    columns = columns or COLUMNS
+    fields = [pa.field(n, pa.list_(t)) for n, t in columns.items()]
+    meta = {"huggingface": json.dumps({"info": {"features": features(columns)}})}
     return pa.schema(fields, metadata=meta)
 
 
@@ -53,18 +60,27 @@ class ArrowSplit:
         self.schema = output_schema()
         self.rows = 0
         self._sink = pa.OSFile(str(folder / FILENAME), "wb")
-        self._writer = pa.ipc.new_stream(self._sink, self.schema)
+        self._writer = None  # opened at the first batch, whose columns make the schema
 
     def write(self, batch: pa.RecordBatch) -> None:
+        if self._writer is None:
+            self._open(batch.schema)
         self._writer.write_batch(batch.replace_schema_metadata(self.schema.metadata))
         self.rows += batch.num_rows
 
+    def _open(self, schema: pa.Schema) -> None:
+        self.schema = output_schema({f.name: f.type.value_type for f in schema})
+        self._writer = pa.ipc.new_stream(self._sink, self.schema)
+
     def close(self) -> None:
+        if self._writer is None:
+            self._open(self.schema)
         if self.rows == 0:
             self._writer.write_batch(pa.RecordBatch.from_pylist([], schema=self.schema))
         self._writer.close()
         self._sink.close()
-        info = {"citation": "", "description": "", "features": FEATURES, "homepage": "", "license": ""}
+        columns = {f.name: f.type.value_type for f in self.schema}
+        info = {"citation": "", "description": "", "features": features(columns), "homepage": "", "license": ""}
         (self.folder / "dataset_info.json").write_text(json.dumps(info, indent=2, sort_keys=False))
         state = {"_data_files": [{"filename": FILENAME}], "_fingerprint": self.fingerprint,
                  "_format_columns": None, "_format_kwargs": {}, "_format_type": None,

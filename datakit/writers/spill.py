@@ -14,10 +14,13 @@ import numpy as np
 import pyarrow as pa
 
 from ..columns import MODEL_COLUMNS as COLUMNS
-from ..columns import NUMPY_TYPES, flat_lists, model_batch, require, row_offsets
+from ..columns import NUMPY_TYPES, flat_lists, list_array, model_batch, require, row_offsets, with_columns
 
+# kept when the steps make them: position_ids of documents isolated inside blocks (seq_lens, a
+# list per row rather than per token, is derived from them in stages.SplitRows.batches)
+OPTIONAL = {"position_ids": pa.int32()}
 IN_MEMORY = 64 << 20  # rows are held in memory up to this size, and spilled to files past it
-_DTYPES = {name: np.dtype(NUMPY_TYPES[t]) for name, t in COLUMNS.items()}
+_DTYPES = {name: np.dtype(NUMPY_TYPES[t]) for name, t in {**COLUMNS, **OPTIONAL}.items()}
 
 
 class SpillWriter:
@@ -31,6 +34,7 @@ class SpillWriter:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self._files: dict | None = None
+        self.columns: list[str] = list(COLUMNS)
         self._held: dict[str, list[np.ndarray]] = {name: [] for name in COLUMNS}
         self._held_bytes = 0
         self.lengths_parts: list[np.ndarray] = []
@@ -41,8 +45,11 @@ class SpillWriter:
     def write(self, batch: pa.RecordBatch) -> None:
         """Keep ``batch``'s rows; it must have the model columns and ``_source`` and ``_group``."""
         require(batch, [*COLUMNS, "_source", "_group"], by="the spill")
+        if self.rows == 0:
+            self.columns = list(COLUMNS) + [n for n in OPTIONAL if n in batch.schema.names]
+            self._held = {name: [] for name in self.columns}
         lengths = None
-        for name in COLUMNS:
+        for name in self.columns:
             values, lengths = flat_lists(batch.column(name), lengths)
             values = np.ascontiguousarray(values, dtype=_DTYPES[name])
             if name == "input_ids":
@@ -61,11 +68,11 @@ class SpillWriter:
 
     def _spill(self) -> None:
         """From here on, rows go to the files (the ones held so far first)."""
-        self._files = {name: open(self.folder / f"{name}.bin", "wb") for name in COLUMNS}
+        self._files = {name: open(self.folder / f"{name}.bin", "wb") for name in self.columns}
         for name, parts in self._held.items():
             for values in parts:
                 values.tofile(self._files[name])
-        self._held = {name: [] for name in COLUMNS}
+        self._held = {name: [] for name in self.columns}
         self._held_bytes = 0
 
     def meta(self, key: str) -> np.ndarray:
@@ -80,7 +87,7 @@ class SpillWriter:
     def release(self) -> None:
         """Drop the rows held for the gather."""
         self._whole = None
-        self._held = {name: [] for name in COLUMNS}
+        self._held = {name: [] for name in self.columns}
 
     @property
     def lengths(self) -> np.ndarray:
@@ -100,12 +107,12 @@ class SpillWriter:
             if self._whole is None:
                 self._whole = {n: np.concatenate(parts) if parts else np.zeros(0, _DTYPES[n])
                                for n, parts in self._held.items()}
-                self._held = {name: [] for name in COLUMNS}
+                self._held = {name: [] for name in self.columns}
             at = np.repeat(offsets[rows] - out_starts[:-1], lengths) + np.arange(int(out_starts[-1]))
-            cols = {n: values[at] for n, values in self._whole.items()}
-            return model_batch(cols["input_ids"], lengths, attention=cols["attention_mask"], labels=cols["labels"])
+            return _batch({n: values[at] for n, values in self._whole.items()}, lengths)
         cols = {}
-        for name, dtype in _DTYPES.items():
+        for name in self.columns:
+            dtype = _DTYPES[name]
             buf = np.empty(int(out_starts[-1]), dtype=dtype)
             view = memoryview(buf).cast("B")
             size = dtype.itemsize
@@ -117,7 +124,14 @@ class SpillWriter:
             finally:
                 os.close(fd)
             cols[name] = buf
-        return model_batch(cols["input_ids"], lengths, attention=cols["attention_mask"], labels=cols["labels"])
+        return _batch(cols, lengths)
+
+
+def _batch(cols: dict[str, np.ndarray], lengths: np.ndarray) -> pa.RecordBatch:
+    batch = model_batch(cols["input_ids"], lengths, attention=cols["attention_mask"], labels=cols["labels"])
+    if "position_ids" not in cols:
+        return batch
+    return with_columns(batch, {"position_ids": list_array(cols["position_ids"], lengths, pa.int32())})
 
 
 _MIX = np.random.default_rng(20240607).integers(1, 2**63, size=4096, dtype=np.uint64) | np.uint64(1)
