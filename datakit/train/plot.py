@@ -29,6 +29,18 @@ def curve(log_history: list[dict]) -> dict[str, list[tuple[int, float]]]:
 
 def write_plot(log_history: list[dict], path: str | Path, *, title: str = "") -> Path | None:
     """Draw the curve to ``path`` (written beside it first, then renamed); None when nothing was logged."""
+    fig = figure(log_history, title=title)
+    if fig is None:
+        return None
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
+    fig.savefig(str(tmp), format="png")
+    os.replace(tmp, path)
+    return path
+
+
+def figure(log_history: list[dict], *, title: str = ""):
+    """The matplotlib Figure of a log history: loss and eval loss on the left axis, learning rate on the right."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -58,11 +70,7 @@ def write_plot(log_history: list[dict], path: str | Path, *, title: str = "") ->
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    fig.savefig(str(tmp), format="png")
-    os.replace(tmp, path)
-    return path
+    return fig
 
 
 def plot_callback(title: str = ""):
