@@ -94,6 +94,28 @@ class SplitConfig:
     shuffle: bool = True
 
 
+OUTPUT_FORMATS = ("hf", "parquet", "megatron", "mds")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParquetOutput:
+    shard_size: int | str = "500MB"
+    compression: str = "zstd"
+
+
+@dataclass(frozen=True, kw_only=True)
+class MDSOutput:
+    shard_size: int | str = "64MB"
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutputOptions:
+    """What ``output:`` asks for besides its folder: the formats, and their options."""
+    formats: list[str] = field(default_factory=lambda: ["hf"])
+    parquet: ParquetOutput = field(default_factory=ParquetOutput)
+    mds: MDSOutput = field(default_factory=MDSOutput)
+
+
 STEP_OPTIONS: dict[str, type] = {
     "template": TemplateOptions,
     "tokenize": TokenizeOptions,
@@ -115,6 +137,7 @@ class Recipe:
     sources: list[SourceConfig]
     transforms: list[StepConfig]
     output: str
+    output_options: OutputOptions = field(default_factory=OutputOptions)
     split: SplitConfig = field(default_factory=SplitConfig)
     chat_template: str | None = None
     trust_remote_code: bool = False
@@ -167,11 +190,34 @@ def _describe(error) -> str:
     if v == "type":
         kinds = [val] if isinstance(val, str) else val
         return f"must be {' or '.join(k for k in kinds)} (got {type(error.instance).__name__})"
+    if v in ("oneOf", "anyOf"):
+        kinds = [b.get("type") or schema()["definitions"][b["$ref"].rsplit("/", 1)[-1]].get("type", "?")
+                 for b in val]
+        return f"must be {' or '.join(kinds)} (got {type(error.instance).__name__})"
+    if v == "pattern" and "description" in error.schema:
+        return f"must be {error.schema['description']} (got {error.instance!r})"
+    if v == "uniqueItems":
+        return f"lists an item twice ({error.instance})"
     if v == "minItems":
         return f"must have at least {val} item(s)"
     if v == "minLength":
         return "must not be empty"
     return error.message
+
+
+def _leaves(error) -> list:
+    """A `oneOf` that failed (``output: build/x`` or ``output: {path: ...}``) stands for the problems
+    of the branches whose type fits the value, so that the message names the key that is wrong."""
+    if error.validator not in ("oneOf", "anyOf") or not error.context:
+        return [error]
+    branches: dict[int, list] = {}
+    for e in error.context:
+        branches.setdefault(e.relative_schema_path[0], []).append(e)
+    fitting = [e for errs in branches.values()
+               if not any(e.validator == "type" and not e.relative_path for e in errs) for e in errs]
+    if not fitting:
+        return [error]
+    return [leaf for e in fitting for leaf in _leaves(e)]
 
 
 def validate_dict(data: Any) -> list[str]:
@@ -180,7 +226,8 @@ def validate_dict(data: Any) -> list[str]:
 
     validator = jsonschema.Draft7Validator(schema())
     problems = []
-    for err in sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path]):
+    errors = [leaf for err in validator.iter_errors(data) for leaf in _leaves(err)]
+    for err in sorted(errors, key=lambda e: [str(p) for p in e.absolute_path]):
         path = list(err.absolute_path)
         if "propertyNames" in err.schema_path:
             path = path + [err.instance]
@@ -217,6 +264,10 @@ def _semantic_problems(data: dict) -> list[str]:
         problems.append("transforms: instruction sources need a `template` step (e.g. `- template: alpaca`)")
     if not sft and "pack" not in steps:
         problems.append("transforms: text sources need a `pack` step (e.g. `- pack: {block_size: 1024}`)")
+    output = data["output"]
+    if sft and isinstance(output, dict) and "megatron" in _formats(output):
+        problems.append("output.formats: megatron holds pretraining documents (Megatron's indexed dataset has "
+                        "no labels); write instruction data as mds (llm-foundry), parquet or hf")
     for i, s in enumerate(data["sources"]):
         if s.get("document_separator") is not None and s.get("format", "text") != "text":
             problems.append(f"sources[{i}].document_separator: only applies to format text")
@@ -233,6 +284,20 @@ def _pack_problems(options: dict, i: int, *, sft: bool) -> list[str]:
     kind, other = ("instruction rows", "text") if sft else ("text documents", "instruction")
     return [f"transforms[{i}].pack.{key}: applies to {other} sources, not {kind}"
             for key in PACK_KEYS[not sft] if key in (options or {})]
+
+
+def _formats(output: dict) -> list[str]:
+    formats = output.get("formats", OutputOptions().formats)
+    return [formats] if isinstance(formats, str) else list(formats)
+
+
+def _output(base: Path, output: str | dict) -> tuple[str, OutputOptions]:
+    """``output: build/x`` or ``output: {path: build/x, formats: [...], parquet: {...}, mds: {...}}``."""
+    if isinstance(output, str):
+        return _join(base, output), OutputOptions()
+    options = OutputOptions(formats=_formats(output), parquet=ParquetOutput(**output.get("parquet") or {}),
+                            mds=MDSOutput(**output.get("mds") or {}))
+    return _join(base, output["path"]), options
 
 
 def _resolve(base: Path, value: str) -> str:
@@ -274,11 +339,13 @@ def from_dict(data: Any, *, base_dir: str | Path = ".", path: str | None = None)
     if chat_template and chat_template.endswith((".jinja", ".j2")) and "{" not in chat_template:
         chat_template = _join(base, chat_template)
     train = TrainConfig(**data["train"]) if data.get("train") is not None else None
+    output, output_options = _output(base, data["output"])
     return Recipe(
         tokenizer=_resolve(base, data["tokenizer"]),
         sources=sources,
         transforms=steps,
-        output=_join(base, data["output"]),
+        output=output,
+        output_options=output_options,
         split=SplitConfig(**(data.get("split") or {})),
         chat_template=chat_template,
         trust_remote_code=data.get("trust_remote_code", False),
