@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .engines import Engine, LocalEngine
-from .errors import DatakitError
+from .errors import DatakitError, OutputError
 from .plan import plan_splits
 from .progress import Progress
 from .recipe import Recipe, from_dict, load_recipe, to_dict
@@ -23,7 +23,8 @@ from .sources import input_bytes
 from .stages import write
 from .tokenization import Tokenizer, load_tokenizer
 from .transforms import Step, opened_steps
-from .writers import make_writers, staged_output
+from .writers import DOCUMENT_FORMATS, WriteContext, make_writers, staged_output
+from .writers.documents import tap_documents, write_documents
 from .writers.manifest import assemble, inputs_fingerprint, load, nest_counts, write_manifest
 from .writers.spill import SpillWriter
 from .writers.target import check_build_paths
@@ -82,10 +83,16 @@ def _build_into(folder: Path, recipe: Recipe, tokenizer: Tokenizer, steps: list[
     rows = SpillWriter(folder / ".spill")
     split_steps = [s for s in steps if s.after_split]
     row_steps = [s for s in steps if not s.after_split]
+    documents = None  # the documents before `pack`, for the formats that want them
+    if DOCUMENT_FORMATS & set(recipe.output_options.formats):
+        documents = SpillWriter(folder / ".documents")
+        row_steps = tap_documents(row_steps, documents)
     try:
         produced = engine.run(recipe, row_steps, rows, progress=progress)  # read -> steps -> spill
     finally:
         rows.close()
+        if documents is not None:
+            documents.close()
         progress.close()
     counts = Counter()
     for step in steps:
@@ -97,12 +104,18 @@ def _build_into(folder: Path, recipe: Recipe, tokenizer: Tokenizer, steps: list[
     inputs = [{"path": f.path, "bytes": f.bytes, "records": f.records, "sha256": f.sha256} for f in produced.files]
     fingerprint = inputs_fingerprint(recipe=to_dict(recipe), tokenizer=tokenizer.fingerprint, inputs=inputs)
     bar = progress.writing(sum(len(idx) for idx in plan.splits.values()))
-    writers = make_writers(["hf"], fingerprint=fingerprint)
+    context = WriteContext(fingerprint=fingerprint, sft=recipe.is_sft, options=recipe.output_options,
+                           vocab_size=tokenizer.vocab_size, eos_id=tokenizer.eos_id)
+    writers = make_writers(recipe.output_options.formats, context=context)
     split_seconds = [0.0] * len(split_steps)
-    splits = write(plan, rows, folder, writers=writers, split_steps=split_steps, seconds=split_seconds,
+    splits = write(plan, rows, folder, writers=[w for w in writers if not w.documents], split_steps=split_steps,
+                   seconds=split_seconds,
                    on_rows=bar.update if bar else (lambda n: None))
     if bar:
         bar.close()
+    if documents is not None:
+        write_documents(recipe, documents, folder, writers=[w for w in writers if w.documents])
+        shutil.rmtree(documents.folder)
     lengths = rows.lengths
     shutil.rmtree(rows.folder)
     manifest = assemble(
@@ -111,6 +124,8 @@ def _build_into(folder: Path, recipe: Recipe, tokenizer: Tokenizer, steps: list[
         lengths=lengths,
         timings=_timings(recipe, steps, {**dict(zip(row_steps, produced.seconds)),
                                          **dict(zip(split_steps, split_seconds))}))
+    manifest["formats"] = {w.name: dict(sorted(w.stats.items())) for w in writers}
+    manifest["files"] = sorted((f for w in writers for f in w.files), key=lambda f: f["path"])
     write_manifest(folder, manifest)
     return manifest
 
@@ -122,11 +137,16 @@ def _timings(recipe: Recipe, steps: list[Step], seconds: dict[Step, float]) -> d
 
 def build(recipe: Recipe | dict | str | Path, *, output: str | Path | None = None, overwrite: bool = False,
           silent: bool = True):
-    """Build ``recipe`` (a YAML path, a parsed dict or a Recipe) and return the ``datasets.DatasetDict``.
+    """Build ``recipe`` (a YAML path, a parsed dict or a Recipe) and return the ``datasets.DatasetDict``
+    of its ``hf`` layout (``run_build`` builds recipes without it).
 
     Example:
         >>> ds = datakit.build("recipes/pretrain.yaml", overwrite=True)
         >>> ds["train"][0]["input_ids"][:8]
     """
+    recipe = _as_recipe(recipe)
+    if "hf" not in recipe.output_options.formats:
+        raise OutputError("datakit.build returns the hf layout, which output.formats does not list; "
+                          "add hf, or call datakit.run_build")
     result = run_build(recipe, output=output, overwrite=overwrite, silent=silent)
     return load(result.path)

@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -96,6 +97,7 @@ def _schema_defaults(node: dict) -> dict:
 @pytest.mark.parametrize("definition, model", [
     ("source", R.SourceConfig), ("tokenize", R.TokenizeOptions), ("pack", R.PackOptions),
     ("dedup", R.DedupOptions), ("filter", R.FilterOptions), ("split", R.SplitConfig), ("train", R.TrainConfig),
+    ("parquet_output", R.ParquetOutput), ("mds_output", R.MDSOutput),
 ])
 def test_schema_documents_the_models_defaults(definition, model):
     node = R.schema()["definitions"][definition]
@@ -230,3 +232,36 @@ def test_cli_validate_fails_in_one_line_on_a_missing_input(tmp_path, hf_tokenize
     (tmp_path / "gone.txt").write_text("back")
     result = CliRunner().invoke(cli, ["validate", str(p)])
     assert result.exit_code == 0 and result.output.startswith(f"{p}: ok (pretrain")
+
+
+def test_output_formats_default_to_the_hf_layout():
+    node = R.schema()["definitions"]["output"]["properties"]
+    assert set(node) - {"path"} == {f.name for f in dataclasses.fields(R.OutputOptions)}
+    assert node["formats"]["default"] == R.OutputOptions().formats == ["hf"]
+    assert node["formats"]["oneOf"][0]["$ref"] == "#/definitions/output_format"
+    assert tuple(R.schema()["definitions"]["output_format"]["enum"]) == R.OUTPUT_FORMATS
+
+
+@pytest.mark.parametrize("output, message", [
+    ({"path": "b", "formats": ["hf", "zip"]}, "output.formats[1]: must be one of hf, parquet, megatron, mds"),
+    ({"path": "b", "formats": ["hf", "hf"]}, "output.formats: lists an item twice"),
+    ({"formats": ["hf"]}, "output: missing required key 'path'"),
+    ({"path": "b", "parquet": {"shard_size": "12XB"}}, "output.parquet.shard_size: must be a size such as 256MB"),
+    ({"path": "b", "mds": {"size_limit": 1}}, "output.mds: unknown key 'size_limit'"),
+    (3, "output: must be string or object"),
+])
+def test_output_problems_name_the_key(output, message):
+    data = {"tokenizer": "t", "sources": [{"path": "a"}], "transforms": [{"tokenize": {}}, {"pack": {"block_size": 8}}],
+            "output": output}
+    with pytest.raises(RecipeError, match=re.escape(message)):
+        R.from_dict(data)
+
+
+def test_output_takes_a_path_or_a_path_with_formats(tmp_path):
+    data = {"tokenizer": "t", "sources": [{"path": "a"}], "transforms": [{"tokenize": {}}, {"pack": {"block_size": 8}}]}
+    plain = R.from_dict({**data, "output": "out"}, base_dir=tmp_path)
+    full = R.from_dict({**data, "output": {"path": "out", "formats": "parquet", "parquet": {"shard_size": "1GB"}}},
+                       base_dir=tmp_path)
+    assert plain.output == full.output == str(tmp_path / "out")
+    assert plain.output_options == R.OutputOptions()
+    assert full.output_options.formats == ["parquet"] and full.output_options.parquet.shard_size == "1GB"

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
 
 from ..columns import MODEL_COLUMNS as COLUMNS
+from .files import FileEntry, file_entry
 
 def features(columns: dict[str, pa.DataType]) -> dict:
     """`datasets` Features of list columns: {name: List(Value(dtype))}."""
@@ -38,24 +40,29 @@ class ArrowWriter:
     fingerprint) seeds each split's ``_fingerprint``, so `datasets` caches stay per build."""
 
     name = "hf"
+    documents = False
 
     def __init__(self, *, fingerprint: str):
         self.fingerprint = fingerprint
+        self.files: list[FileEntry] = []
+        self.stats: Counter = Counter()
 
     def open(self, folder: Path, split: str) -> "ArrowSplit":
         fingerprint = hashlib.sha256(f"{self.fingerprint}:{split}".encode()).hexdigest()[:16]
-        return ArrowSplit(folder / split, fingerprint=fingerprint)
+        return ArrowSplit(folder / split, fingerprint=fingerprint, files=self.files)
 
     def finish(self, folder: Path, splits: list[str]) -> None:
         (folder / "dataset_dict.json").write_text(json.dumps({"splits": splits}))
+        self.files.append(file_entry(folder / "dataset_dict.json", root=folder, format=self.name, split=None, rows=None))
 
 
 class ArrowSplit:
     """One split's folder; ``write`` appends a batch, ``close`` writes the metadata files."""
 
-    def __init__(self, folder: Path, *, fingerprint: str):
+    def __init__(self, folder: Path, *, fingerprint: str, files: list[FileEntry]):
         folder.mkdir(parents=True)
         self.folder = folder
+        self.files = files
         self.fingerprint = fingerprint
         self.schema = output_schema()
         self.rows = 0
@@ -86,3 +93,7 @@ class ArrowSplit:
                  "_format_columns": None, "_format_kwargs": {}, "_format_type": None,
                  "_output_all_columns": False, "_split": None}
         (self.folder / "state.json").write_text(json.dumps(state, indent=2))
+        root, split = self.folder.parent, self.folder.name
+        for name in (FILENAME, "dataset_info.json", "state.json"):
+            rows = self.rows if name == FILENAME else None
+            self.files.append(file_entry(self.folder / name, root=root, format="hf", split=split, rows=rows))

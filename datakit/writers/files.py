@@ -8,12 +8,12 @@ from typing import TypedDict
 class FileEntry(TypedDict):
     path: str  # relative to the build folder
     format: str  # hf | parquet | megatron | mds
-    split: str
+    split: str | None  # None: a file that covers every split
     rows: int | None  # rows (documents for megatron) it holds; None for an index or metadata file
     bytes: int
 
 
-def file_entry(path: Path, *, root: Path, format: str, split: str, rows: int | None) -> FileEntry:
+def file_entry(path: Path, *, root: Path, format: str, split: str | None, rows: int | None) -> FileEntry:
     return FileEntry(path=path.relative_to(root).as_posix(), format=format, split=split, rows=rows,
                      bytes=path.stat().st_size)
 

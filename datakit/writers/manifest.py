@@ -90,6 +90,10 @@ def load(path: str | Path):
     p = Path(path)
     if not (p / MANIFEST).is_file():
         raise DatakitError(f"{p} is not a datakit build (no {MANIFEST})")
+    if not (p / "dataset_dict.json").is_file():
+        formats = ", ".join(read_manifest(p).get("formats", {}))
+        raise DatakitError(f"{p} holds {formats}, not the hf layout that datakit.load opens; "
+                           f"read its files as the README's Output formats section shows")
     return load_from_disk(str(p))
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from ..transforms.base import IGNORE_INDEX, flat_lists
+from ..columns import IGNORE_INDEX, flat_lists
 from .files import FileEntry, file_entry
 
 SIZE_LIMIT_MAX = (1 << 32) - 1  # offsets are uint32
@@ -99,7 +99,7 @@ class MDSWriter:
         self.shards: list[dict] = []
         self.entries: list[FileEntry] = []
         self.rows = 0
-        self.stats = {"rows_without_supervised_tokens": 0, "unsupervised_tail_tokens": 0}
+        self.stats = {"rows_without_supervised_tokens": 0, "unsupervised_tail_tokens": 0} if sft else {}
 
     def write(self, batch: pa.RecordBatch) -> None:
         ids, lengths = flat_lists(batch.column("input_ids"))

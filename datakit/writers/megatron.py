@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from ..transforms.base import flat_lists, missing_eos
+from ..columns import flat_lists
+from ..transforms.base import missing_eos
 from .files import FileEntry, file_entry
 
 INDEX_HEADER = b"MMIDIDX\x00\x00"
@@ -48,13 +49,13 @@ class MegatronWriter:
         self.eod_id = eod_id
         self._bin = open(self.prefix.with_suffix(".bin"), "wb")
         self._lengths: list[np.ndarray] = []
-        self.documents_empty = 0
+        self.stats = {f"{split}_documents": 0, f"{split}_tokens": 0, "documents_empty": 0}
 
     def write(self, batch: pa.RecordBatch) -> None:
         """Append the documents of ``batch`` (its ``input_ids``, one document per row)."""
         ids, lengths = flat_lists(batch.column("input_ids"))
         nonempty = lengths > 0
-        self.documents_empty += int((~nonempty).sum())
+        self.stats["documents_empty"] += int((~nonempty).sum())
         if not nonempty.any():
             return
         if not nonempty.all():
@@ -66,6 +67,8 @@ class MegatronWriter:
         if self.dtype == np.uint16 and len(ids) and int(ids.max()) > 0xFFFF:
             raise ValueError(f"token id {int(ids.max())} does not fit the uint16 tokens of {self.prefix}.bin")
         ids.astype(self.dtype, copy=False).tofile(self._bin)
+        self.stats[f"{self.split}_documents"] += len(lengths)
+        self.stats[f"{self.split}_tokens"] += len(ids)
         self._lengths.append(lengths.astype(np.int32))
 
     def close(self) -> list[FileEntry]:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .arrow import output_schema
 from .files import FileEntry, file_entry
 
 SHARD_MANIFEST = "_manifest.json"
@@ -62,17 +63,15 @@ class ParquetWriter:
         self._sink.close()
         self._writer = self._sink = None
 
-    def close(self, *, schema: pa.Schema | None = None) -> list[FileEntry]:
+    def close(self) -> list[FileEntry]:
         """Finish the last shard, name the shards ``{split}-{i}-of-{n}`` and write the manifest.
 
-        A split without rows still gets one shard with the schema (``schema``), so that readers
-        find its columns."""
+        A split without rows still gets one shard, with the build's schema, so that readers find
+        its columns."""
         if self._writer is not None:
             self._close_shard()
         if not self._parts:
-            self._schema = self._schema or schema
-            if self._schema is None:
-                raise ValueError("an empty Parquet split needs its schema")
+            self._schema = self._schema or output_schema()
             path = self.folder / ".part-00000.parquet"
             pq.write_table(self._schema.empty_table(), str(path), compression=self.compression)
             self._parts.append((path, 0))

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from datakit.transforms.base import IGNORE_INDEX, model_batch
+from datakit.columns import IGNORE_INDEX, model_batch
 from datakit.writers.mds import MDSWriter, sft_turns
 
 from .mds_spec import read_split

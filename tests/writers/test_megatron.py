@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from datakit.transforms.base import model_batch
+from datakit.columns import model_batch
 from datakit.writers.megatron import MegatronWriter
 
 with warnings.catch_warnings():  # "Transformer Engine and Apex are not installed": not needed to read data
@@ -50,7 +50,9 @@ def test_megatron_reads_every_document(tmp_path_factory, docs, vocab_size):
     assert len(ds) == len(expected)
     assert [ds[i].tolist() for i in range(len(ds))] == expected
     assert ds.document_indices.tolist() == list(range(len(expected) + 1))
-    assert writer.documents_empty == sum(1 for d in docs if not d)
+    assert writer.stats["documents_empty"] == sum(1 for d in docs if not d)
+    assert writer.stats["train_documents"] == len(expected)
+    assert writer.stats["train_tokens"] == sum(map(len, expected))
     bin_entry = next(e for e in entries if e["path"].endswith(".bin"))
     assert bin_entry["rows"] == len(expected)
     assert bin_entry["bytes"] == sum(map(len, expected)) * np.dtype(ds.index.dtype).itemsize
@@ -58,14 +60,12 @@ def test_megatron_reads_every_document(tmp_path_factory, docs, vocab_size):
 
 @pytest.mark.parametrize("vocab_size", [32_000, 128_256])
 def test_files_are_byte_identical_to_megatron_cores_builder(tmp_path, vocab_size):
-    import torch
-
     rng = np.random.default_rng(0)
     docs = [rng.integers(3, 32_000, size=int(n)).tolist() for n in rng.integers(0, 300, size=200)]
     _write(tmp_path, docs, vocab_size=vocab_size, per_batch=17)
     builder = IndexedDatasetBuilder(str(tmp_path / "ref.bin"), dtype=DType.optimal_dtype(vocab_size))
     for doc in _expected(docs):
-        builder.add_document(torch.tensor(doc), [len(doc)])
+        builder.add_document(np.array(doc), [len(doc)])
     builder.finalize(str(tmp_path / "ref.idx"))
     for suffix in (".bin", ".idx"):
         assert (tmp_path / "megatron" / f"train{suffix}").read_bytes() == (tmp_path / f"ref{suffix}").read_bytes()
@@ -75,3 +75,58 @@ def test_an_id_past_uint16_is_refused(tmp_path):
     writer = MegatronWriter(tmp_path, split="train", vocab_size=32_000, eod_id=EOD)
     with pytest.raises(ValueError, match="does not fit the uint16"):
         writer.write(model_batch(np.array([5, 70_000], np.int32), np.array([2])))
+
+
+def _paragraph_recipe(out, *, val, shuffle=True, block=64, eos="per_document"):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    return {"tokenizer": str(root / "examples" / "tokenizer"),
+            "sources": [{"path": str(root / "examples" / "data" / "corpus.txt"), "document_separator": "\n\n"}],
+            "transforms": [{"tokenize": {}}, {"pack": {"block_size": block, "eos": eos}}],
+            "split": {"val_set_size": val, "seed": 5, "shuffle": shuffle},
+            "output": {"path": str(out), "formats": ["hf", "megatron"]}}
+
+
+def _reference_documents(recipe) -> list[list[int]]:
+    """Each paragraph tokenized by transformers, BOS as the tokenizer adds it, then EOS."""
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(recipe["tokenizer"])
+    text = Path(recipe["sources"][0]["path"]).read_text("utf-8")
+    return [tok.encode(p) + [tok.eos_token_id] for p in text.split("\n\n") if p]
+
+
+def _megatron_documents(out, split):
+    ds = IndexedDataset(str(out / "megatron" / split))
+    return [ds[i].tolist() for i in range(len(ds))]
+
+
+@pytest.mark.parametrize("eos", ["per_document", "per_block"])
+def test_the_documents_are_the_stream_that_pack_cuts_into_the_blocks(tmp_path, make_recipe, eos):
+    import datakit
+
+    out = tmp_path / "build"
+    recipe = _paragraph_recipe(out, val=0, shuffle=False, eos=eos)
+    result = datakit.run_build(make_recipe(recipe), silent=True)
+    docs = _megatron_documents(out, "train")
+    assert docs == _reference_documents(recipe)
+    if eos == "per_document":  # the blocks are the same stream, cut every 64 tokens
+        blocks = [t for row in datakit.load(out)["train"]["input_ids"] for t in row]
+        assert [t for d in docs for t in d][:len(blocks)] == blocks
+    bins = [f for f in result.manifest["files"] if f["format"] == "megatron" and f["path"].endswith(".bin")]
+    assert [(f["path"], f["rows"]) for f in bins] == [("megatron/train.bin", len(docs))]
+    assert result.manifest["formats"]["megatron"]["train_tokens"] == sum(map(len, docs))
+
+
+def test_every_document_lands_in_exactly_one_split(tmp_path, make_recipe):
+    import datakit
+
+    out = tmp_path / "build"
+    recipe = _paragraph_recipe(out, val=0.25)
+    datakit.run_build(make_recipe(recipe), silent=True)
+    train, validation = _megatron_documents(out, "train"), _megatron_documents(out, "validation")
+    assert train and validation
+    assert sorted(train + validation) == sorted(_reference_documents(recipe))

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pytest
 
-from datakit.transforms.base import IGNORE_INDEX, model_batch
+from datakit.columns import IGNORE_INDEX, model_batch
 from datakit.writers.arrow import output_schema
 from datakit.writers.files import parse_size
 from datakit.writers.parquet import ParquetWriter
@@ -29,7 +29,7 @@ def _write(root, batches, *, shard_size, compression="zstd", split="train"):
     writer = ParquetWriter(root, split=split, shard_size=shard_size, compression=compression)
     for batch in batches:
         writer.write(batch)
-    return writer.close(schema=output_schema())
+    return writer.close()
 
 
 @pytest.mark.parametrize("compression", ["zstd", "snappy", "none"])
