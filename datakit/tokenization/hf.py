@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import TokenizerError
 from .base import Encoded, Tokenizer, _fingerprint, _flatten
+from .long import LONG
 
 _EOS_GUESSES = ("</s>", "<|endoftext|>", "<|end_of_text|>", "<eos>", "<|im_end|>", "<|eot_id|>")
 _BOS_GUESSES = ("<s>", "<|begin_of_text|>", "<bos>")
@@ -73,8 +74,32 @@ class HFTokenizer(Tokenizer):
         return self.backend if parse_special else self._ordinary()[0]
 
     def encode(self, texts, *, add_special_tokens=None, parse_special=False) -> Encoded:
-        encs = self._engine(parse_special).encode_batch_fast(list(texts), add_special_tokens=add_special_tokens is not False)
-        return Encoded(*_flatten([e.ids for e in encs]))
+        """Ids of ``texts``; a text longer than long.LONG characters is tokenized in pieces whose
+        ids are those of the whole (long.py), which keeps memory flat."""
+        special = add_special_tokens is not False
+        engine = self._engine(parse_special)
+        texts = list(texts)
+        cuts = {}
+        if any(len(t) > LONG for t in texts) and (long := self._long_encoder()) is not None:
+            cuts = {i: c for i, t in enumerate(texts) if len(t) > LONG and (c := long.cuts(t))}
+        if not cuts:
+            return Encoded(*_flatten([e.ids for e in engine.encode_batch_fast(texts, add_special_tokens=special)]))
+        short = [i for i in range(len(texts)) if i not in cuts]
+        rows: list = [None] * len(texts)
+        for i, e in zip(short, engine.encode_batch_fast([texts[i] for i in short], add_special_tokens=special)):
+            rows[i] = np.asarray(e.ids, dtype=np.int32)
+        n_pre, n_post = self.added_around(special)
+        for i, c in cuts.items():
+            rows[i] = long.encode(engine, texts[i], c, special=special, n_pre=n_pre, n_post=n_post)
+        lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+        return Encoded(np.concatenate(rows) if rows else np.zeros(0, np.int32), lengths)
+
+    def _long_encoder(self):
+        if "_long" not in self.__dict__:
+            from .long import LongEncoder
+
+            self._long = LongEncoder.for_backend(self.backend, self._prefix_encoder())
+        return self._long
 
     def _pieces(self, texts, data, special: bool):
         """Rows whose data holds a special-token string, encoded piece by piece: {row: (ids, offsets)}."""

@@ -49,6 +49,20 @@ def _continuation(backend, pre: dict | None, replaces: bool):
     return cont
 
 
+def find_barrier(text: str, p: int, limit: int, crossing: set[str], meta: str | None) -> int | None:
+    """The first barrier at or after ``p`` and before ``limit`` (None if there is none): a position
+    whose two neighbouring characters (a space read as ``meta``) no token holds side by side."""
+    p = max(p, 1)
+    while p < limit:
+        a, b = text[p - 1], text[p]
+        if meta:
+            a, b = (meta if a == _SPACE else a), (meta if b == _SPACE else b)
+        if a + b not in crossing:
+            return p
+        p += 1
+    return None
+
+
 class PrefixEncoder:
     """Encodes texts up to a barrier past ``need`` tokens; see the module docstring."""
 
@@ -88,18 +102,9 @@ class PrefixEncoder:
         return cls(backend, _continuation(backend, pre, replaces=pre is None and meta is not None),
                    crossing=crossing, meta=meta, added=added)
 
-    def _norm(self, ch: str) -> str:
-        return self.meta if ch == _SPACE and self.meta else ch
-
     def barrier(self, text: str, p: int, limit: int) -> int | None:
         """The first barrier at or after ``p`` and before ``limit``, or None."""
-        crossing, norm = self.crossing, self._norm
-        p = max(p, 1)
-        while p < limit:
-            if norm(text[p - 1]) + norm(text[p]) not in crossing:
-                return p
-            p += 1
-        return None
+        return find_barrier(text, p, limit, self.crossing, self.meta)
 
     def limit(self, text: str) -> int:
         """Where cutting must stop: the first added token in ``text`` (or its end)."""

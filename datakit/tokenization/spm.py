@@ -9,6 +9,7 @@ import numpy as np
 from ..errors import TokenizerError
 from .base import THREADS, Encoded, Tokenizer, _fingerprint, _flatten
 from .files import SUPPORTED
+from .long import LONG
 from .markup import markup_matches, special_pattern
 
 
@@ -57,8 +58,28 @@ class SentencePieceTokenizer(Tokenizer):
         if parse_special and not self.spells(texts, parse_special=True):
             enc = self.encode_with_offsets(texts, add_special_tokens=add_special_tokens, parse_special=True)
             return Encoded(enc.ids, enc.lengths)
-        rows = self.sp.encode(texts, add_bos=self._bos(add_special_tokens), num_threads=THREADS)
-        return Encoded(*_flatten(rows))
+        add_bos = self._bos(add_special_tokens)
+        cuts = {}
+        if any(len(t) > LONG for t in texts) and (long := self._long_encoder()) is not None:
+            cuts = {i: c for i, t in enumerate(texts) if len(t) > LONG and (c := long.cuts(t))}
+        if not cuts:
+            return Encoded(*_flatten(self.sp.encode(texts, add_bos=add_bos, num_threads=THREADS)))
+        # a long text in pieces whose ids are those of the whole (long.py): memory stays flat
+        short = [i for i in range(len(texts)) if i not in cuts]
+        rows: list = [None] * len(texts)
+        for i, r in zip(short, self.sp.encode([texts[i] for i in short], add_bos=add_bos, num_threads=THREADS)):
+            rows[i] = np.asarray(r, dtype=np.int32)
+        for i, c in cuts.items():
+            rows[i] = long.encode(self.sp, texts[i], c, add_bos=add_bos, threads=THREADS)
+        lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+        return Encoded(np.concatenate(rows) if rows else np.zeros(0, np.int32), lengths)
+
+    def _long_encoder(self):
+        if "_long" not in self.__dict__:
+            from .long import SentencePieceLong
+
+            self._long = SentencePieceLong.for_model(self.source)
+        return self._long
 
     def spells(self, texts, *, parse_special):
         """``sp.encode`` reads control-token strings as text: a text holding one, when they are to
