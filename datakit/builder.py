@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .engines import Engine, LocalEngine
 from .errors import DatakitError, OutputError
-from .plan import plan_splits
+from .plan import group_merges, plan_splits
 from .progress import Progress
 from .recipe import Recipe, from_dict, load_recipe, to_dict
 from .sources import input_bytes
@@ -100,7 +100,7 @@ def _build_into(folder: Path, recipe: Recipe, tokenizer: Tokenizer, steps: list[
     if rows.rows == 0:
         raise DatakitError("the build produced no rows: every document or row was dropped "
                            f"({json.dumps(nest_counts(counts))})")
-    plan = plan_splits(recipe, rows)
+    plan = plan_splits(recipe, rows, merges=group_merges(steps))
     inputs = [{"path": f.path, "bytes": f.bytes, "records": f.records, "sha256": f.sha256} for f in produced.files]
     fingerprint = inputs_fingerprint(recipe=to_dict(recipe), tokenizer=tokenizer.fingerprint, inputs=inputs)
     bar = progress.writing(sum(len(idx) for idx in plan.splits.values()))

@@ -31,13 +31,31 @@ class SplitPlan:
     sources: list[dict]  # per source: rows built, rows and tokens in the splits, rows per split
 
 
-def plan_splits(recipe: Recipe, rows: RowMeta) -> SplitPlan:
-    """Mix the sources (weights, repeats), then split by group."""
+def plan_splits(recipe: Recipe, rows: RowMeta, *, merges: np.ndarray | None = None) -> SplitPlan:
+    """Mix the sources (weights, repeats), then split by group. ``merges`` ((k, 2) group pairs,
+    from the steps' ``group_merges()``) joins groups that a step linked after their rows went out."""
     source = rows.meta("source")
     mixed = mix(recipe.sources, source, seed=recipe.split.seed)
-    groups = split_groups(rows.meta("group"), rows.meta("hash"))[mixed]
+    group = rows.meta("group")
+    if merges is not None and len(merges):
+        group = merge_groups(group, merges)
+    groups = split_groups(group, rows.meta("hash"))[mixed]
     splits = {name: mixed[idx] for name, idx in split_indices(len(mixed), recipe.split, groups=groups).items()}
     return SplitPlan(splits=splits, sources=source_accounts(recipe, splits, source, rows.lengths))
+
+
+def group_merges(steps) -> np.ndarray:
+    """Every step's ``group_merges()`` pairs (near-dedup with ``action: group`` has them)."""
+    parts = [s.group_merges() for s in steps if hasattr(s, "group_merges")]
+    return np.concatenate(parts) if parts else np.zeros((0, 2), dtype=np.int64)
+
+
+def merge_groups(group: np.ndarray, merges: np.ndarray) -> np.ndarray:
+    """``group`` with each group of ``merges[:, 0]`` replaced by the one it joined, ``merges[:, 1]``."""
+    order = np.argsort(merges[:, 0])
+    joined, into = merges[order, 0], merges[order, 1]
+    at = np.minimum(np.searchsorted(joined, group), len(joined) - 1)
+    return np.where(joined[at] == group, into[at], group)
 
 
 def source_accounts(recipe: Recipe, splits: dict[str, np.ndarray], source: np.ndarray,
