@@ -9,7 +9,9 @@ Every command runs in its own process under a small wrapper that reports wall ti
   memory    datakit peak RSS on 4x the corpus <= 1.3x the peak on 1x
   sft       datakit >= 6x faster than alpaca-lora's data path (20,000 rows, cutoff 256, val 2000),
             and the same (input_ids, labels) for every row whose prompt fits in cutoff_len
-  dedup     near-dedup of the 20,000 alpaca rows: a small fraction of the build's tokenizing time
+  dedup     near-dedup of the 20,000 alpaca rows: a small fraction of the build's tokenizing time; and
+            with a one-word edit of each real row planted, no row at or above the threshold (true
+            Jaccard) of an earlier kept row gets through
   chat      datakit >= 3x faster than transformers' assistant mask through datasets.map (peer_chat_hf.py:
             20,000 conversations, ChatML, Llama 2 tokenizer with <|im_start|>/<|im_end|>, cutoff 1024),
             and the same (input_ids, labels) for every row
@@ -169,6 +171,78 @@ def bench_sft(args, p, bench, dk):
     return d
 
 
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef"
+_SPACE = "\x00-\x20\xa0\u3000\u2000-\u200b"
+
+
+def _ref_shingles(text: str, n: int = 5) -> set:
+    """The reference shingle set: lower-cased words (a CJK character is a word), as word n-grams."""
+    import re
+
+    words = re.findall(f"[{_CJK}]|[^{_SPACE}{_CJK}]+", text.lower())
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)} if len(words) >= n else {tuple(words)}
+
+
+def _planted_leaks(data: Path, threshold: float = 0.8) -> None:
+    """The alpaca corpus (1,999 real rows seen ten times, with "(k) " before the instruction) plus
+    a one-word edit of each real row, through the dedup step in this process: how many rows at or
+    above the threshold of an earlier kept row of their family (the copies and the edit of one
+    real row) are let through, by true Jaccard on word 5-grams."""
+    import random
+    import re
+    import time
+
+    import numpy as np
+    import pyarrow as pa
+
+    from datakit.recipe import DedupOptions
+    from datakit.transforms.dedup import Dedup
+
+    rows = json.loads(data.read_text("utf-8"))
+    keys: dict[tuple, int] = {}  # a real row: its fields without the "(k) " of the copies
+    family = [keys.setdefault((re.sub(r"^\(\d+\) ", "", r["instruction"]), r.get("input"), r["output"]), len(keys))
+              for r in rows]
+    real = len(keys)
+    rng = random.Random(0)
+    for i in range(real):
+        r = dict(rows[i])
+        words = r["output"].split(" ")
+        k = rng.randrange(len(words))
+        words[k] = "planted" if words[k] != "planted" else "edited"
+        r["output"] = " ".join(words)
+        at = rng.randrange(i + 1, len(rows) + 1)
+        rows.insert(at, r)
+        family.insert(at, i)
+    text = ["\n".join((r["instruction"], r.get("input") or "", r["output"])) for r in rows]
+    step = Dedup(DedupOptions(mode="near", threshold=threshold))
+    kept = np.zeros(len(rows), dtype=bool)
+    t = time.perf_counter()
+    for start in range(0, len(rows), 500):
+        part = rows[start:start + 500]
+        n = len(part)
+        batch = pa.RecordBatch.from_pydict({
+            "instruction": [r["instruction"] for r in part], "input": [r.get("input") or "" for r in part],
+            "output": [r["output"] for r in part], "_where": [f"r{start + i}" for i in range(n)],
+            "_source": pa.array(np.zeros(n, np.int32)), "_group": pa.array(np.arange(start, start + n))})
+        out = step(batch)[0]
+        kept[out.column("_group").to_numpy()] = True
+    seconds = time.perf_counter() - t
+    leaked = pairs = 0
+    members: dict[int, list] = {}
+    for i, f in enumerate(family):
+        members.setdefault(f, []).append(i)
+    for idx in members.values():
+        sets = {i: _ref_shingles(text[i]) for i in idx}
+        for a, i in enumerate(idx):
+            near = [j for j in idx[:a] if kept[j] and len(sets[i] & sets[j]) / len(sets[i] | sets[j]) >= threshold]
+            pairs += bool(near)
+            leaked += bool(near) and bool(kept[i])
+    print(f"  planted: {len(rows):,} rows ({real:,} real rows, ~10 copies each, + {real:,} one-word edits); dedup step "
+          f"{seconds:.2f} s in this process; {int((~kept).sum()):,} dropped")
+    line(f"rows >= {threshold} (true Jaccard) of an earlier kept row, let through", f"{leaked}/{pairs}", "0",
+         leaked == 0)
+
+
 def bench_dedup(args, p, dk, sft=None):
     work = args.work
     data = p["c1"] / "alpaca.json"
@@ -190,6 +264,7 @@ def bench_dedup(args, p, dk, sft=None):
               f"{tokenize_s:.2f} thread-s (two batches at a time); that build's wall {sft['wall']:.2f} s")
         line("dedup / tokenize (thread-seconds, the manifests' timings)", f"{dedup_s / tokenize_s:.2f}x",
              "<= 0.30x", dedup_s <= 0.3 * tokenize_s)
+    _planted_leaks(data)
 
 
 CHATML = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}"

@@ -108,8 +108,9 @@ def shingle_hashes(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:
 def shingle_sets(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:
     """``shingle_hashes`` as sets: each row's hashes sorted and distinct. Returns (flat, offsets)."""
     flat, offsets = shingle_hashes(texts, n)
-    rows = np.repeat(np.arange(len(texts)), np.diff(offsets.astype(np.int64)))
-    order = np.lexsort((flat, rows))
+    rows = np.repeat(np.arange(len(texts), dtype=np.int32), np.diff(offsets.astype(np.int64)))
+    by_hash = np.argsort(flat)
+    order = by_hash[np.argsort(rows[by_hash], kind="stable")]  # by row, then by hash (a radix sort)
     flat, rows = flat[order], rows[order]
     keep = np.ones(len(flat), dtype=bool)
     keep[1:] = (flat[1:] != flat[:-1]) | (rows[1:] != rows[:-1])
@@ -167,11 +168,13 @@ class BandTable:
     def lookup(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(index into ``query``, row number) for every stored pair whose key equals a query key."""
         qs, found = [], []
+        by_key = np.argsort(query)
+        sorted_query = query[by_key]  # sorted queries walk each run once (searchsorted keeps its place)
         for keys, ids in zip(self.keys, self.ids):
-            lo = np.searchsorted(keys, query, "left")
-            counts = np.searchsorted(keys, query, "right") - lo
+            lo = np.searchsorted(keys, sorted_query, "left")
+            counts = np.searchsorted(keys, sorted_query, "right") - lo
             hit = np.flatnonzero(counts)
-            qs.append(np.repeat(hit, counts[hit]))
+            qs.append(np.repeat(by_key[hit], counts[hit]))
             found.append(ids[_ranges(lo[hit], counts[hit])])
         if not qs:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)

@@ -164,7 +164,15 @@ def test_every_planted_edit_at_or_above_the_threshold_is_caught_and_no_other(thr
     kept, _ = run_step(step, texts)
     base_texts = set(base)
     base_sets = [ref_shingles(b) for b in base]
-    sims = np.array([max(len(p & b) / len(p | b) for b in base_sets) for p in map(ref_shingles, plants)])
+    holders = {}  # shingle -> the bases that have it: a plant's Jaccard is 0 with every other base
+    for i, b in enumerate(base_sets):
+        for sh in b:
+            holders.setdefault(sh, set()).add(i)
+    sims = []
+    for p in map(ref_shingles, plants):
+        near = set().union(*(holders.get(sh, ()) for sh in p))
+        sims.append(max([len(p & base_sets[i]) / len(p | base_sets[i]) for i in near], default=0.0))
+    sims = np.array(sims)
     assert len(plants) == 300 and sims.min() < 0.7 and sims.max() > 0.9
     assert ((sims >= threshold - 0.05) & (sims < threshold + 0.05)).sum() >= 20  # many pairs near the threshold
     caught = np.array([t not in kept for t in plants])
