@@ -22,7 +22,7 @@ import pyarrow as pa
 from ..errors import DatakitError
 from ..recipe import DedupOptions
 from .base import BaseStep
-from .near import NearIndex, shingle_hashes  # noqa: F401 - shingle_hashes is part of this step's API
+from .near import NearIndex
 
 DEFAULT_FIELDS = {
     "text": ["text"],
