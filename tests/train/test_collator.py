@@ -43,12 +43,12 @@ def documents(n: int, seed: int) -> list[dict]:
     return [{"input_ids": r["input_ids"], "labels": list(r["input_ids"])} for r in sft_rows(n, seed)]
 
 
-def lora_llama(attn: str):
+def lora_llama(attn: str, vocab_size: int = 100):
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
                       attn_implementation=attn, use_cache=False)
     model = get_peft_model(LlamaForCausalLM(cfg), LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
@@ -123,3 +123,25 @@ def test_flash_lengths_match_transformers_own(lengths, use_seq_lens):
 def test_attention_that_would_leak_is_refused(attn):
     with pytest.raises(TrainError, match="does not keep packed rows apart"):
         check_packed_attention(attn)
+
+
+def test_a_packed_build_trains_like_its_unpacked_build(hf_tokenizer, tmp_path_factory):
+    """The `pack` step's real output: all packs of a split in one batch against all its rows unpacked."""
+    import datakit
+
+    from .conftest import RECORDS, build
+
+    tmp = tmp_path_factory.mktemp("packed")
+    recipe = {"tokenizer": str(hf_tokenizer), "format": "alpaca", "split": {"val_set_size": 0, "seed": 0},
+              "transforms": [{"template": "alpaca_short"}, {"tokenize": {"cutoff_len": 64}}]}
+    plain = datakit.load(build(tmp, recipe, RECORDS, "plain"))["train"]
+    recipe["transforms"] = recipe["transforms"] + [{"pack": {"block_size": 96, "strategy": "bfd"}}]
+    packed = datakit.load(build(tmp, recipe, RECORDS, "packed"))["train"]
+    assert len(packed) < len(plain) and sum(len(p) for p in packed["seq_lens"]) == len(plain)
+    model = lora_llama("sdpa", vocab_size=1000)
+    rows = [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in plain]
+    loss, grads = loss_and_grads(model, Collator(pad_id=PAD)(rows))
+    packed_loss, packed_grads = loss_and_grads(model, PackedCollator(pad_id=PAD)(list(packed)))
+    assert_close(packed_loss, loss, "loss")
+    for name in grads:
+        assert_close(packed_grads[name], grads[name], name)

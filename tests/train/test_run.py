@@ -156,22 +156,20 @@ def test_full_fine_tuning(built, tmp_path):
     assert len(moved) == len(list(base.parameters()))  # every weight trained, lm_head and norms too
 
 
-def test_packed_build_trains_with_isolation(built, tmp_path):
-    from datasets import DatasetDict
+def test_packed_build_trains_with_isolation(built, hf_tokenizer, tmp_path):
+    from .conftest import RECORDS, build
 
-    from .test_collator import pack
-
-    data, model = built
-    rows = [dict(r) for r in datakit.load(data)["train"]]
-    packs = [pack(rows[i:i + 4]) for i in range(0, len(rows), 4)]
-    packed = tmp_path / "packed"
-    DatasetDict(train=datakit.load(data)["train"].from_list(packs)).save_to_disk(str(packed))
-    (packed / "manifest.json").write_text((data / "manifest.json").read_text())
+    _, model = built
+    packed = build(tmp_path, {"tokenizer": str(hf_tokenizer), "format": "alpaca", "split": {"val_set_size": 4},
+                              "transforms": [{"template": "alpaca_short"}, {"tokenize": {"cutoff_len": 64}},
+                                             {"pack": {"block_size": 96}}]}, RECORDS, "packed")
+    assert "position_ids" in datakit.load(packed)["train"].column_names
     for attn in ("sdpa", "eager"):
         cfg = TrainConfig(max_steps=2, batch_size=2, micro_batch_size=2, attn_implementation=attn)
         result = train(packed, model=str(model), config=cfg, output_dir=tmp_path / attn, silent=True)
         saved = json.loads((result.output_dir / "datakit_train.json").read_text())
-        assert saved["packed"] is True and saved["attn_implementation"] == attn and result.metrics["train_loss"] > 0
+        assert saved["packed"] is True and saved["attn_implementation"] == attn
+        assert result.metrics["train_loss"] > 0 and result.metrics["eval_loss"] > 0
 
 
 def test_silent_is_silent_and_inspect_prints_the_curve(built, tmp_path):
