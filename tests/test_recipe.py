@@ -265,3 +265,17 @@ def test_output_takes_a_path_or_a_path_with_formats(tmp_path):
     assert plain.output == full.output == str(tmp_path / "out")
     assert plain.output_options == R.OutputOptions()
     assert full.output_options.formats == ["parquet"] and full.output_options.parquet.shard_size == "1GB"
+
+
+@pytest.mark.parametrize("command", ["validate", "build"])
+def test_cli_refuses_a_billion_laughs_in_one_line(tmp_path, command):
+    from click.testing import CliRunner
+
+    from datakit.cli import cli
+
+    p = tmp_path / "r.yaml"
+    p.write_text(laughs(9))
+    result = CliRunner().invoke(cli, [command, str(p)])
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [f"Error: {p}:9: YAML aliases expand this recipe past 100,000 values "
+                                          "(nested aliases?); write the values out instead"]
