@@ -7,10 +7,11 @@ import json
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import datakit
-from datakit.recipe import DedupOptions
 from datakit.plan import merge_groups
+from datakit.recipe import DedupOptions
 from datakit.transforms.dedup import Dedup
 from datakit.transforms.near import band_plan, shingle_hashes
 
@@ -228,8 +229,6 @@ def test_bands_miss_a_pair_at_the_threshold_rarely(threshold, num_perm):
     else:
         assert bands == num_perm
 
-
-from hypothesis import given, settings, strategies as st  # noqa: E402
 
 
 @settings(max_examples=60, deadline=None)
