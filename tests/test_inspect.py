@@ -1,6 +1,7 @@
 """`datakit inspect` on small builds: the trained/masked distinction on exact tokens."""
 import json
 import re
+from itertools import accumulate
 
 import pytest
 from click.testing import CliRunner
@@ -151,3 +152,38 @@ def test_out_of_range_row_and_not_a_build(builds, tmp_path):
     assert out.exit_code == 1 and "out of range" in out.output
     out = CliRunner().invoke(cli, ["inspect", str(tmp_path)])
     assert out.exit_code == 1 and "not a datakit build" in out.output
+
+
+def test_packed_rows_show_their_boundaries_and_the_packing(tmp_path, make_recipe, hf_tokenizer):
+    from datasets import load_from_disk
+
+    src = tmp_path / "p.json"
+    src.write_text(json.dumps(ALPACA * 4), encoding="utf-8")
+    r = {"tokenizer": str(hf_tokenizer), "sources": [{"path": str(src), "format": "alpaca"}],
+         "transforms": [{"template": "alpaca_short"}, {"tokenize": {}}, {"pack": {"block_size": 128}}],
+         "split": {"val_set_size": 0}, "output": str(tmp_path / "packed")}
+    assert CliRunner().invoke(cli, ["build", str(make_recipe(r)), "--silent"]).exit_code == 0
+    ds = load_from_disk(str(tmp_path / "packed"))["train"]
+    pack = ds[0]
+    text = CliRunner().invoke(cli, ["inspect", str(tmp_path / "packed"), "--row", "0", "--no-color"]).output
+    marks = re.findall(r"── row (\d+)/(\d+): tokens (\d+)\.\.(\d+), (\d+) tokens, position_ids 0\.\.(\d+)", text)
+    assert [int(m[4]) for m in marks] == pack["seq_lens"]
+    assert all(int(m[1]) == len(pack["seq_lens"]) and int(m[5]) == int(m[4]) - 1 for m in marks)
+    padding = 128 - sum(pack["seq_lens"])
+    assert (f"── padding: tokens {128 - padding}..127, {padding} tokens" in text) == (padding > 0)
+    # every packed row's own text sits under its marker
+    parts = re.split(r"── (?:row \d+/\d+|padding)[^\n]*──\n", text)[1:]
+    ends = [0] + list(accumulate(pack["seq_lens"]))
+    for part, a, b in zip(parts, ends, ends[1:]):
+        shown = _plain_to_text(part.rstrip("\n")).replace("«", "").replace("»", "")
+        assert shown == _decode(hf_tokenizer, pack["input_ids"][a:b])
+    table = CliRunner().invoke(cli, ["inspect", str(tmp_path / "packed"), "--row", "0", "--table"]).output
+    assert table.count("── row ") == len(pack["seq_lens"]) and "pos_id" in table
+    summary = CliRunner().invoke(cli, ["inspect", str(tmp_path / "packed")]).output
+    rows, tokens = sum(len(s) for s in ds["seq_lens"]), sum(sum(s) for s in ds["seq_lens"])
+    assert (f"packing: {rows:,} rows in {len(ds):,} packs of 128 tokens, {rows / len(ds):.2f} rows per pack, "
+            f"efficiency {100 * tokens / (128 * len(ds)):.2f}%, padding {128 * len(ds) - tokens:,} tokens") in summary
+    page = tmp_path / "p.html"
+    CliRunner().invoke(cli, ["inspect", str(tmp_path / "packed"), "--row", "0", "--html", str(page)])
+    assert page.read_text().count("<span class='boundary'>") == len(pack["seq_lens"]) + (padding > 0)
+    assert "rows per pack" in page.read_text()
