@@ -291,7 +291,8 @@ def packed_row_text(build: Build, split: str, index: int, *, color: bool) -> str
 
     row = build.row(split, index)
     n_rows, filled = len(row["seq_lens"]), int(np.sum(row["seq_lens"]))
-    head = (f"[{split} pack {index}] {len(row['input_ids'])} tokens: {n_rows} rows packed, "
+    unit = "document pieces" if build.manifest.get("kind") == "pretrain" else "rows"
+    head = (f"[{split} pack {index}] {len(row['input_ids'])} tokens: {n_rows} {unit} packed, "
             f"{len(row['input_ids']) - filled} padding" + _legend(color))
     lines = [head]
     for k, (a, b) in enumerate(segments(row)):

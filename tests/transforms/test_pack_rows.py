@@ -160,6 +160,9 @@ def test_a_packed_build_holds_each_split_of_the_unpacked_build(tmp_path, make_re
             "efficiency": round(1 - padding / (256 * len(packed[split])), 6),
             "rows_per_pack": round(len(plain[split]) / len(packed[split]), 3),
             "first_labels_masked": sum(r[0] != IGNORE_INDEX for r in plain[split]["labels"])}
+    # no row is lost uncounted: every row tokenize wrote is in a pack
+    assert sum(s["packing"]["rows_packed"] for s in result.manifest["splits"].values()) == \
+        result.manifest["counts"]["rows_written"]
     features = {k: (type(v).__name__, v.feature.dtype) for k, v in packed["train"].features.items()}
     assert features == {"input_ids": ("List", "int32"), "attention_mask": ("List", "int8"),
                         "labels": ("List", "int32"), "position_ids": ("List", "int32"),
