@@ -70,15 +70,28 @@ class HFTokenizer(Tokenizer):
                     self._ordinary_cache = ordinary, PieceEncoder.for_backend(self.backend, ordinary)
         return self._ordinary_cache
 
-    def _engine(self, parse_special: bool):
-        return self.backend if parse_special else self._ordinary()[0]
+    def _specials(self):
+        """A pattern of the special added tokens' strings (None without any); built once."""
+        if "_specials_cache" not in self.__dict__:
+            from .markup import special_pattern
+
+            self._specials_cache = special_pattern(
+                t.content for t in self.backend.get_added_tokens_decoder().values() if t.special)
+        return self._specials_cache
+
+    def _engine(self, parse_special: bool, texts):
+        """The backend, or for ordinary text holding a special-token string its copy that reads them
+        as text (copying Llama 2's backend costs ~0.5 s, so it is made only when a text needs it)."""
+        if parse_special or (pattern := self._specials()) is None or not any(map(pattern.search, texts)):
+            return self.backend
+        return self._ordinary()[0]
 
     def encode(self, texts, *, add_special_tokens=None, parse_special=False) -> Encoded:
         """Ids of ``texts``; a text longer than long.LONG characters is tokenized in pieces whose
         ids are those of the whole (long.py), which keeps memory flat."""
         special = add_special_tokens is not False
-        engine = self._engine(parse_special)
         texts = list(texts)
+        engine = self._engine(parse_special, texts)
         cuts = {}
         if any(len(t) > LONG for t in texts) and (long := self._long_encoder()) is not None:
             cuts = {i: c for i, t in enumerate(texts) if len(t) > LONG and (c := long.cuts(t))}
@@ -103,19 +116,19 @@ class HFTokenizer(Tokenizer):
 
     def _pieces(self, texts, data, special: bool):
         """Rows whose data holds a special-token string, encoded piece by piece: {row: (ids, offsets)}."""
-        pieces = self._ordinary()[1]
-        if pieces is None or data is None:
-            return {}
         from .markup import rows_with_data_specials
 
+        rows = rows_with_data_specials(texts, self._specials(), data)
+        if not rows:
+            return {}
+        pieces = self._ordinary()[1]
         n_pre, n_post = self.added_around(special)
-        return {r: pieces.encode(texts[r], data[r], special=special, n_pre=n_pre, n_post=n_post)
-                for r in rows_with_data_specials(texts, pieces.pattern, data)}
+        return {r: pieces.encode(texts[r], data[r], special=special, n_pre=n_pre, n_post=n_post) for r in rows}
 
     def encode_with_offsets(self, texts, *, add_special_tokens=None, parse_special=False, data=None) -> Encoded:
         special = add_special_tokens is not False
         texts = list(texts)
-        encs = self._engine(parse_special).encode_batch(texts, add_special_tokens=special)
+        encs = self._engine(parse_special, texts).encode_batch(texts, add_special_tokens=special)
         rows = [(e.ids, e.offsets, e.special_tokens_mask) for e in encs]
         for r, (ids, offs) in (self._pieces(texts, data, special) if parse_special else {}).items():
             rows[r] = ids, offs, [0] * len(ids)  # added tokens there already sit at (0, 0)
@@ -133,7 +146,8 @@ class HFTokenizer(Tokenizer):
         pieces = self._pieces(texts, data, special) if parse_special else {}
         prefix = self._prefix_encoder(wait=False) if max_tokens is not None and parse_special else None
         if prefix is None:
-            rows = [e.ids for e in self._engine(parse_special).encode_batch_fast(texts, add_special_tokens=special)]
+            engine = self._engine(parse_special, texts)
+            rows = [e.ids for e in engine.encode_batch_fast(texts, add_special_tokens=special)]
             ends = None
         else:
             rows, ends = prefix.encode(texts, max_tokens + 1 - n_pre, add_special_tokens=special,
