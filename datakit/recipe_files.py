@@ -82,6 +82,36 @@ def _hub_id(spec: str) -> bool:
     return True
 
 
+def _check_tokenizer(tok: str) -> tuple[list[str], list[str]]:
+    """(problems, notes) about the tokenizer ``tok``: a file or folder that holds a tokenizer
+    (recognized by content, as the build loads it), or a Hub id in the local cache."""
+    from .errors import TokenizerError
+    from .tokenization.files import kind_of_file, kind_of_folder
+
+    p = Path(tok).expanduser()
+    try:
+        if p.is_file():
+            kind_of_file(p)
+            return [], []
+        if p.is_dir():
+            if kind_of_folder(p)[0] == "auto" and not (p / "tokenizer_config.json").is_file():
+                return [f"{tok} holds no tokenizer (tokenizer.json, tekken.json, tokenizer_config.json "
+                        "or a SentencePiece .model)"], []
+            return [], []
+    except TokenizerError as e:
+        return [str(e)], []
+    if not _hub_id(tok):
+        return [f"not found: {tok}"], []
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if any(isinstance(try_to_load_from_cache(tok, f), str) for f in ("tokenizer_config.json", "tokenizer.json")):
+        return [], []
+    if constants.HF_HUB_OFFLINE:
+        return [f"{tok!r} is not a local path nor in the Hugging Face cache, and the Hub is offline "
+                "(HF_HUB_OFFLINE)"], []
+    return [], [f"tokenizer {tok!r} is not a local path: the build will fetch it from the Hugging Face Hub"]
+
+
 def check_files(recipe: "Recipe") -> tuple[list[str], list[str]]:
     """(problems, notes) about the files ``recipe`` names, without reading them: every source
     matches at least one readable file, and the tokenizer and templates exist. A tokenizer that is
@@ -95,20 +125,9 @@ def check_files(recipe: "Recipe") -> tuple[list[str], list[str]]:
             expand(s.path)
         except DatakitError as e:
             problems.append(f"sources[{i}].path: {e}")
-    tok = recipe.tokenizer
-    if not Path(tok).expanduser().exists():
-        if not _hub_id(tok):
-            problems.append(f"tokenizer: not found: {tok}")
-        else:
-            from huggingface_hub import constants, try_to_load_from_cache
-
-            cached = any(isinstance(try_to_load_from_cache(tok, f), str)
-                         for f in ("tokenizer_config.json", "tokenizer.json"))
-            if not cached and constants.HF_HUB_OFFLINE:
-                problems.append(f"tokenizer: {tok!r} is not a local path nor in the Hugging Face cache, "
-                                "and the Hub is offline (HF_HUB_OFFLINE)")
-            elif not cached:
-                notes.append(f"tokenizer {tok!r} is not a local path: the build will fetch it from the Hugging Face Hub")
+    found, note = _check_tokenizer(recipe.tokenizer)
+    problems += [f"tokenizer: {p}" for p in found]
+    notes += note
     from .recipe import BUILTIN_TEMPLATES
 
     for i, step in enumerate(recipe.transforms):

@@ -279,3 +279,21 @@ def test_cli_refuses_a_billion_laughs_in_one_line(tmp_path, command):
     assert result.exit_code == 1
     assert result.output.splitlines() == [f"Error: {p}:9: YAML aliases expand this recipe past 100,000 values "
                                           "(nested aliases?); write the values out instead"]
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: (d / "tok").mkdir(), "tok holds no tokenizer (tokenizer.json, tekken.json"),
+    (lambda d: (d / "tok").write_bytes(b"GGUF\x03\x00"), "a GGUF file is not supported"),
+    (lambda d: (d / "tok").write_text('{"not": "a tokenizer"}'), "neither a tokenizer.json nor a tekken.json"),
+])
+def test_check_files_recognizes_a_tokenizer_by_content(tmp_path, make, message):
+    (tmp_path / "a.txt").write_text("x")
+    make(tmp_path)
+    problems, _ = check_files(R.from_dict(base(tokenizer="./tok"), base_dir=tmp_path))
+    assert len(problems) == 1 and problems[0].startswith("tokenizer: ") and message in problems[0]
+
+
+def test_check_files_accepts_the_test_tokenizers(tmp_path, hf_tokenizer, spm_model):
+    (tmp_path / "a.txt").write_text("x")
+    for tok in (hf_tokenizer, hf_tokenizer / "tokenizer.json", spm_model):
+        assert check_files(R.from_dict(base(tokenizer=str(tok)), base_dir=tmp_path)) == ([], [])
