@@ -6,8 +6,8 @@ import html
 from pathlib import Path
 
 from .errors import DatakitError
-from .inspect import (Build, histogram, packing_line, packing_stats, percentiles, segment_pieces, segments,
-                      split_stats, summary_text)
+from .inspect import (Build, histogram, packed_unit, packing_line, packing_stats, percentiles, segment_pieces,
+                      segments, split_stats, summary_text)
 
 CSS = """
 body{font:14px/1.5 system-ui,-apple-system,'Segoe UI',sans-serif;margin:2rem auto;max-width:1100px;color:#1d232a;padding:0 1rem}
@@ -116,7 +116,8 @@ def write_html(build: Build, path: str | Path, rows: dict[str, list[int]]) -> Pa
         parts.append(f"<h2>{html.escape(name)}: {s['rows']:,} rows</h2><p>lengths: {pct}</p>")
         packing = packing_stats(build, name)
         if packing:
-            parts.append(f"<p class='packing'>{html.escape(packing_line(packing).strip())}</p>")
+            line = packing_line(packing, unit=packed_unit(build)).strip()
+            parts.append(f"<p class='packing'>{html.escape(line)}</p>")
         parts.append(_svg_histogram(s["lengths"]))
         for i in rows.get(name, []):
             parts.append(f"<h3>{html.escape(name)} row {i}</h3><div class='row'>{_token_spans(build, name, i)}</div>")

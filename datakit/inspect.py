@@ -171,7 +171,7 @@ def summary_text(build: Build) -> str:
                    f"({share:.1f}%)" + (f"  padding {s['padding']:,}" if s.get("padding") else ""))
         packing = packing_stats(build, name)
         if packing:
-            out.append(packing_line(packing))
+            out.append(packing_line(packing, unit=packed_unit(build)))
         pct = percentiles(s["lengths"])
         if pct:
             out.append("  length " + "  ".join(f"{k} {v:,}" for k, v in pct.items()))
@@ -291,8 +291,7 @@ def packed_row_text(build: Build, split: str, index: int, *, color: bool) -> str
 
     row = build.row(split, index)
     n_rows, filled = len(row["seq_lens"]), int(np.sum(row["seq_lens"]))
-    unit = "document pieces" if build.manifest.get("kind") == "pretrain" else "rows"
-    head = (f"[{split} pack {index}] {len(row['input_ids'])} tokens: {n_rows} {unit} packed, "
+    head = (f"[{split} pack {index}] {len(row['input_ids'])} tokens: {n_rows} {packed_unit(build)} packed, "
             f"{len(row['input_ids']) - filled} padding" + _legend(color))
     lines = [head]
     for k, (a, b) in enumerate(segments(row)):
@@ -311,8 +310,9 @@ def packed_row_text(build: Build, split: str, index: int, *, color: bool) -> str
 
 
 def packing_stats(build: Build, split: str) -> dict | None:
-    """Packing figures of a packed split: from the manifest when it has them, else counted from
-    the columns (block size: the longest pack)."""
+    """Packing figures of a packed split: from the manifest when it has them (instruction rows),
+    else counted from the columns (pretraining blocks with isolated documents: the recipe's
+    block_size, and a "row" is a document piece)."""
     table = build.table(split)
     if "seq_lens" not in table.column_names:
         return None
@@ -322,16 +322,24 @@ def packing_stats(build: Build, split: str) -> dict | None:
     seq_lens = table.column("seq_lens").combine_chunks()
     packs = table.num_rows
     tokens = int(seq_lens.values.to_numpy().sum()) if packs else 0
-    block = int(np.diff(table.column("input_ids").combine_chunks().offsets.to_numpy()).max()) if packs else 0
+    pack = next((next(iter(t.values())) for t in build.manifest.get("recipe", {}).get("transforms", [])
+                 if "pack" in t), None) or {}
+    block = pack.get("block_size") or (
+        int(np.diff(table.column("input_ids").combine_chunks().offsets.to_numpy()).max()) if packs else 0)
     slots = packs * block
     return {"block_size": block, "rows_packed": len(seq_lens.values), "packs": packs, "tokens": tokens,
             "padding_tokens": slots - tokens, "efficiency": round(tokens / slots, 6) if slots else 0.0,
             "rows_per_pack": round(len(seq_lens.values) / packs, 3) if packs else 0.0}
 
 
-def packing_line(stats: dict) -> str:
-    return (f"  packing: {stats['rows_packed']:,} rows in {stats['packs']:,} packs of {stats['block_size']:,} "
-            f"tokens, {stats['rows_per_pack']:.2f} rows per pack, efficiency {100 * stats['efficiency']:.2f}%, "
+def packed_unit(build: Build) -> str:
+    """What a pack holds: instruction rows, or pieces of documents (pretraining blocks)."""
+    return "document pieces" if build.manifest.get("kind") == "pretrain" else "rows"
+
+
+def packing_line(stats: dict, *, unit: str = "rows") -> str:
+    return (f"  packing: {stats['rows_packed']:,} {unit} in {stats['packs']:,} packs of {stats['block_size']:,} "
+            f"tokens, {stats['rows_per_pack']:.2f} {unit} per pack, efficiency {100 * stats['efficiency']:.2f}%, "
             f"padding {stats['padding_tokens']:,} tokens")
 
 
