@@ -204,3 +204,18 @@ def test_unpadded_packs_are_trl_layout(tmp_path, make_recipe, hf_tokenizer):
     ds = datakit.load(out)["train"]
     assert all(len(ids) == sum(n) <= 128 for ids, n in zip(ds["input_ids"], ds["seq_lens"]))
     assert all(set(a) == {1} for a in ds["attention_mask"])
+
+
+def test_trl_padding_free_collator_reads_the_packs_as_written():
+    """TRL's padding-free collator builds position_ids from seq_lengths and masks each row's
+    first label: on unpadded packs it must give back our position_ids and labels."""
+    pytest.importorskip("trl")
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    rows = sft_rows([[(0, k % 3 > 0) for k in range(n)] for n in (5, 9, 3, 7, 2, 8, 4)])
+    packs, _, _ = pack_split(rows, range(len(rows)), 12, pad=False)
+    examples = [{"input_ids": p["input_ids"], "labels": p["labels"], "seq_lengths": p["seq_lens"]} for p in packs]
+    batch = DataCollatorForLanguageModeling(pad_token_id=PAD, padding_free=True)(examples)
+    assert batch["position_ids"][0].tolist() == [q for p in packs for q in p["position_ids"]]
+    assert batch["labels"][0].tolist() == [lab for p in packs for lab in p["labels"]]
+    assert batch["cu_seq_lens_q"].tolist() == [0, *np.cumsum([n for p in packs for n in p["seq_lens"]]).tolist()]
