@@ -9,7 +9,6 @@ import gc
 import json
 import shutil
 import time
-from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,9 +93,9 @@ def _build_into(folder: Path, recipe: Recipe, tokenizer: Tokenizer, steps: list[
         if documents is not None:
             documents.close()
         progress.close()
-    counts = Counter()
+    counts = produced.counts
     for step in steps:
-        counts.update(step.stats)
+        counts.merge(step.stats)
     if rows.rows == 0:
         raise DatakitError("the build produced no rows: every document or row was dropped "
                            f"({json.dumps(nest_counts(counts))})")

@@ -180,18 +180,15 @@ def summary_text(build: Build) -> str:
             for lo, hi, c in hist:
                 out.append(f"  {lo:>7,}-{hi:<7,} {'█' * max(1 if c else 0, round(30 * c / top)):<30} {c:,}")
     out.append("")
-    out.extend(_counts_lines(m.get("counts", {})))
+    out.extend(_counts_lines(m.get("counts", {}), kind=m["kind"]))
     for src in m.get("sources", []):
         out.append(f"  source {src['name']}: rows {src.get('rows', 0):,}, tokens {src.get('tokens', 0):,}")
     return "\n".join(out)
 
 
-def _counts_lines(c: dict) -> list[str]:
-    lines = []
-    read = c.get("documents_read", c.get("rows_read"))
-    if read is not None:
-        lines.append(f"read {read:,} {'documents' if 'documents_read' in c else 'rows'}, "
-                     f"{c.get('tokens_read', 0):,} tokens; wrote {c.get('tokens_written', 0):,} tokens")
+def _counts_lines(c: dict, *, kind: str) -> list[str]:
+    lines = [f"read {c.get('rows_read', 0):,} {'documents' if kind == 'pretrain' else 'rows'}, "
+             f"{c.get('tokens_read', 0):,} tokens; wrote {c.get('tokens_written', 0):,} tokens"]
     for key, label in (("rows_dropped", "rows dropped"), ("tokens_dropped", "tokens dropped")):
         items = {k: v for k, v in c.get(key, {}).items() if v}
         lines.append(f"{label}: " + (", ".join(f"{k} {v:,}" for k, v in items.items()) if items else "none"))

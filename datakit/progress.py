@@ -22,23 +22,22 @@ class Progress:
         if self.bar is not None and nbytes:
             self.bar.update(nbytes)
 
-    def update_counts(self, steps, *, rows: int) -> None:
-        """Show the counts, at most every 0.2 s; ``close`` shows the last ones given."""
+    def update_counts(self, *, read: int, tokens: int, written: int) -> None:
+        """Show rows read, tokens read and rows written, at most every 0.2 s; ``close`` shows the
+        last ones given."""
         if self.bar is None:
             return
-        self._counts = (steps, rows)
+        self._counts = (read, tokens, written)
         now = time.monotonic()
         if now - self._last < 0.2:
             return
         self._last = now
-        self._show(steps, rows)
+        self._show(read, tokens, written)
 
-    def _show(self, steps, rows: int) -> None:
-        docs = sum(s.stats.get("documents_read", 0) + s.stats.get("rows_read", 0) for s in steps)
-        tokens = sum(s.stats.get("tokens_read", 0) for s in steps)
+    def _show(self, read: int, tokens: int, written: int) -> None:
         label = "rows" if self.sft else "blocks"
-        self.bar.set_postfix_str(f"{'rows in' if self.sft else 'docs'}={docs:,} tokens={tokens:,} "
-                                 f"{label}={rows:,}", refresh=False)
+        self.bar.set_postfix_str(f"{'rows in' if self.sft else 'docs'}={read:,} tokens={tokens:,} "
+                                 f"{label}={written:,}", refresh=False)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from .columns import row_offsets
+from .counts import Counts
 from .executor import run_chain
 from .plan import SplitPlan
 from .recipe import Recipe, SourceConfig
@@ -48,15 +49,17 @@ def shards(recipe: Recipe) -> list[Shard]:
     return [Shard(i, cfg) for i, cfg in enumerate(recipe.sources)]
 
 
-def read(parts: Iterable[Shard], *, files: list[FileInfo],
+def read(parts: Iterable[Shard], *, files: list[FileInfo], counts: Counts,
          on_bytes: Callable[[int], None] = lambda n: None) -> Iterator[pa.RecordBatch]:
     """The shards' batches in order. ``_group`` numbers rows across the whole build, so every input
-    row starts in its own split group. ``files`` receives a FileInfo per file read."""
+    row starts in its own split group. ``files`` receives a FileInfo per file read, ``counts`` the
+    rows read."""
     first_row = 0
     for shard in parts:
         for batch in read_source(shard.config, files=files, index=shard.index, first_row=first_row,
                                  on_bytes=on_bytes):
             first_row += batch.num_rows
+            counts.add("rows_read", batch.num_rows)
             yield batch
 
 
@@ -66,6 +69,7 @@ class Produced:
 
     files: list[FileInfo]  # every input file read, in recipe order
     seconds: list[float]  # per step: time spent in it, summed over the threads that ran it
+    counts: Counts  # rows_read, and rows_written and tokens_written (what went into the spill)
 
 
 @dataclass

@@ -14,9 +14,8 @@ def build_summary(result) -> str:
                        f"{name} {_n(s['rows'])} packs of {_n(s['packing']['rows_packed'])} rows "
                        f"({100 * s['packing']['efficiency']:.1f}% filled)" for name, s in m["splits"].items())
     lines = [f"wrote {result.path} in {result.seconds:.1f}s: {splits}"]
-    read = c.get("documents_read", c.get("rows_read", 0))
     what = "documents" if m["kind"] == "pretrain" else "rows"
-    lines.append(f"  read {_n(read)} {what}, {_n(c.get('tokens_read', 0))} tokens; "
+    lines.append(f"  read {_n(c.get('rows_read', 0))} {what}, {_n(c.get('tokens_read', 0))} tokens; "
                  f"wrote {_n(c.get('tokens_written', 0))} tokens; mean length {m['lengths']['mean']}")
     dropped = {k: v for k, v in c.get("tokens_dropped", {}).items() if v}
     if dropped:

@@ -1,6 +1,7 @@
 """The local engine: one process, the executor's threads (reading ahead, tokenizing in parallel)."""
 from __future__ import annotations
 
+from ..counts import Counts
 from ..executor import run_chain
 from ..progress import Progress
 from ..recipe import Recipe
@@ -16,7 +17,12 @@ class LocalEngine:
     def run(self, recipe: Recipe, steps: list[Step], rows: SpillWriter, *, progress: Progress) -> Produced:
         files: list[FileInfo] = []
         seconds = [0.0] * len(steps)
-        for out in run_chain(read(shards(recipe), files=files, on_bytes=progress.advance), steps, seconds=seconds):
+        counts = Counts()
+        batches = read(shards(recipe), files=files, counts=counts, on_bytes=progress.advance)
+        for out in run_chain(batches, steps, seconds=seconds):
             rows.write(out)
-            progress.update_counts(steps, rows=rows.rows)
-        return Produced(files=files, seconds=seconds)
+            progress.update_counts(read=counts["rows_read"], tokens=sum(s.stats["tokens_read"] for s in steps),
+                                   written=rows.rows)
+        counts.add("rows_written", rows.rows)
+        counts.add("tokens_written", rows.tokens)
+        return Produced(files=files, seconds=seconds, counts=counts)

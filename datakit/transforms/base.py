@@ -15,15 +15,17 @@ A step never knows which executor runs it: the same object works in the local ex
 - ``close(ok=)`` is called once when the build ends, also when it fails (``ok=False``): it
   releases what the step opened (a filter's rejects file appears only when ``ok``).
 
-Every row or token a step does not pass on is counted in ``stats`` under a reason.
+Every row or token a step does not pass on is counted in ``stats`` under a reason
+(``stats.add("rows_dropped", n, reason="overlong")``; the names are defined in ``counts.py``).
 """
 from __future__ import annotations
 
-from collections import Counter
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 import pyarrow as pa
+
+from ..counts import Counts
 
 
 @runtime_checkable
@@ -31,7 +33,7 @@ class Step(Protocol):
     stateless: bool
     releases_gil: bool
     after_split: bool
-    stats: Counter
+    stats: Counts
 
     def __call__(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]: ...
 
@@ -48,7 +50,7 @@ class BaseStep:
     after_split = False
 
     def __init__(self) -> None:
-        self.stats: Counter = Counter()
+        self.stats = Counts()
 
     def flush(self) -> list[pa.RecordBatch]:
         return []

@@ -108,13 +108,12 @@ class Dedup(BaseStep):
         out[here] = out[copy_of[here]]
         for h, i in first_here.items():
             self.exact[h] = int(out[i])
-        self.stats["dedup_exact"] += int(exact.sum())
-        self.stats["dedup_near"] += int(near.sum())
+        counted = "rows_grouped" if self.group else "rows_dropped"
+        self.stats.add(counted, int(exact.sum()), reason="exact_duplicate")
+        self.stats.add(counted, int(near.sum()), reason="near_duplicate")
         if self.group:
             idx = batch.schema.get_field_index("_group")
             return [batch.set_column(idx, "_group", pa.array(out, pa.int64()))]
-        self.stats["rows_dropped.exact_duplicate"] += int(exact.sum())
-        self.stats["rows_dropped.near_duplicate"] += int(near.sum())
         dup = exact | near
         return [batch.filter(pa.array(~dup))] if dup.any() else [batch]
 

@@ -104,7 +104,7 @@ class Filter(BaseStep):
             return [batch]
         for r in reasons:
             if r is not None:
-                self.stats[f"rows_dropped.{r}"] += 1
+                self.stats.add("rows_dropped", reason=r)
         if self.rejects is not None:
             out = self.rejects.file or self.rejects.open()
             rows = batch.to_pylist()

@@ -60,13 +60,11 @@ class Pack(BaseStep):
     def _pack(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
         ids, lengths = flat_lists(batch.column("input_ids"))
         ids = ids.astype(np.int32, copy=False)
-        self.stats["documents_packed"] += len(lengths)
-        self.stats["tokens_in"] += int(len(ids))
         if self.eos_mode == "per_document":
             needs, where = missing_eos(ids, lengths, self.eos_id)
             ids = np.insert(ids, where, self.eos_id)
             lengths = lengths + needs
-            self.stats["eos_added"] += int(needs.sum())
+            self.stats.add("eos_added", int(needs.sum()))
         stream = np.concatenate([self.carry, ids]) if len(self.carry) else ids
         if self.isolate:
             starts = np.zeros(len(ids), dtype=bool)
@@ -86,10 +84,8 @@ class Pack(BaseStep):
             blocks = np.hstack([blocks, np.full((n, 1), self.eos_id, dtype=np.int32)])
             if self.isolate:
                 starts = np.hstack([starts.reshape(n, piece), np.zeros((n, 1), dtype=bool)]).reshape(-1)
-            self.stats["eos_added"] += n
+            self.stats.add("eos_added", n)
         flat = np.ascontiguousarray(blocks, dtype=np.int32).reshape(-1)
-        self.stats["blocks"] += n
-        self.stats["tokens_written"] += len(flat)
         lengths = np.full(n, self.block_size, dtype=np.int64)
         if self.isolate:
             return [self._tag(self._isolated(flat, starts, lengths, pad=False))]
@@ -106,7 +102,7 @@ class Pack(BaseStep):
                                 minlength=len(block_lengths))
         batch, masked = packed_batch(model_batch(ids, pieces), per_block, block_size=self.block_size,
                                      pad_id=self.pad_id, pad_to_block_size=pad)
-        self.stats["first_labels_masked"] += masked
+        self.stats.add("first_labels_masked", masked)
         return batch
 
     def _tag(self, batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -122,20 +118,18 @@ class Pack(BaseStep):
         if len(tail) == 0:
             return []
         if self.remainder == "drop":
-            self.stats["tokens_dropped.remainder"] += len(tail)
+            self.stats.add("tokens_dropped", len(tail), reason="remainder")
             return []
         if self.eos_mode == "per_block":
             tail = np.append(tail, np.int32(self.eos_id))
             starts = np.append(starts, False) if self.isolate else starts
-            self.stats["eos_added"] += 1
-        self.stats["tokens_written"] += len(tail)
-        self.stats["blocks"] += 1
+            self.stats.add("eos_added")
         n_pad = self.block_size - len(tail) if self.remainder == "pad" else 0
         if self.isolate:
-            self.stats["padding_tokens"] += n_pad
+            self.stats.add("padding_tokens", n_pad)
             return [self._tag(self._isolated(tail, starts, np.array([len(tail)]), pad=n_pad > 0))]
         ids = np.concatenate([tail, np.full(n_pad, self.pad_id, dtype=np.int32)])
         attention = np.concatenate([np.ones(len(tail), np.int8), np.zeros(n_pad, np.int8)])
         labels = np.concatenate([tail, np.full(n_pad, IGNORE_INDEX, dtype=np.int32)])
-        self.stats["padding_tokens"] += n_pad
+        self.stats.add("padding_tokens", n_pad)
         return [self._tag(model_batch(ids, np.array([len(ids)]), attention=attention, labels=labels))]

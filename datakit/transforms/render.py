@@ -69,5 +69,4 @@ class RenderStep(BaseStep):
 
     def __call__(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
         rows = self.render_batch(batch)
-        self.stats["rows_read"] += len(rows)
         return [rendered_batch(rows, batch)]

@@ -1,8 +1,6 @@
 """``tokenize`` for pretraining: documents -> token ids, for ``pack`` (instruction rows: tokenize_sft.py)."""
 from __future__ import annotations
 
-import threading
-
 import pyarrow as pa
 
 from ..recipe import TokenizeOptions
@@ -21,15 +19,12 @@ class TokenizeText(BaseStep):
         super().__init__()
         self.options = options
         self.tokenizer = tokenizer
-        self._lock = threading.Lock()
 
     def __call__(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
         texts = batch.column("text").to_pylist()
         # a document's special-token strings are text unless parse_special_tokens (markup.py)
         enc = self.tokenizer.encode(texts, add_special_tokens=self.options.add_special_tokens,
                                     parse_special=self.options.parse_special_tokens)
-        with self._lock:
-            self.stats["documents_read"] += len(texts)
-            self.stats["tokens_read"] += int(len(enc.ids))
+        self.stats.add("tokens_read", len(enc.ids))
         ids = list_array(enc.ids, enc.lengths, pa.int32())
         return [pa.RecordBatch.from_pydict({"input_ids": ids, **provenance(batch)})]

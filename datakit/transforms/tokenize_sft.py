@@ -18,11 +18,11 @@ an error with ``inference_mismatch: error``.
 from __future__ import annotations
 
 import threading
-from collections import Counter
 
 import numpy as np
 import pyarrow as pa
 
+from ..counts import Counts
 from ..errors import TemplateError
 from ..recipe import TokenizeOptions
 from ..tokenization import Encoded, Tokenizer
@@ -106,7 +106,7 @@ class TokenizeSFT(BaseStep):
             spans = [row[-1:] for row in spans]
         return spans
 
-    def _count_mismatch(self, wrong: list[int], wheres, stats: Counter) -> None:
+    def _count_mismatch(self, wrong: list[int], wheres, stats: Counts) -> None:
         """Rows whose text before the last turn is not the inference prompt: counted, the first
         few named in the manifest, or an error with ``inference_mismatch: error``."""
         if not wrong:
@@ -115,18 +115,18 @@ class TokenizeSFT(BaseStep):
             raise TemplateError(f"{wheres[wrong[0]]}: the ids before the last assistant turn differ from the "
                                 f"ids of the conversation up to it rendered with the generation prompt (what "
                                 f"inference feeds the model); see `inference_mismatch` in the README")
-        stats["rows_inference_mismatch"] += len(wrong)
+        stats.add("rows_inference_mismatch", len(wrong))
         with self._lock:
             named = sum(1 for k in self.stats if k.startswith("inference_mismatch."))
             for r in wrong[:max(0, MISMATCH_EXAMPLES - named)]:
-                stats[f"inference_mismatch.{wheres[r]}"] = 1
+                stats.add("inference_mismatch", reason=wheres[r])
 
     def __call__(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
         opt = self.options
         texts = batch.column("text").to_pylist()
         wheres = _Wheres(batch.column("_where"))
         spans = self._spans(batch)
-        stats: Counter = Counter()
+        stats = Counts()
         data = None
         if "data_starts" in batch.schema.names:
             data = [list(zip(a, b)) for a, b in zip(batch.column("data_starts").to_pylist(),
@@ -148,8 +148,7 @@ class TokenizeSFT(BaseStep):
         last_end = np.array([row[-1][1] for row in spans if row], dtype=np.int64)
         ids, lengths, sup, eos = self._append_eos(enc, sup, texts, last_row, last_end)
         out = self._finish(ids, lengths, sup, eos, enc.cut, wheres, stats)
-        with self._lock:  # two batches may run at once (see stateless)
-            self.stats.update(stats)
+        self.stats.merge(stats)
         if out is None:
             return []
         result, kept = out
@@ -171,7 +170,7 @@ class TokenizeSFT(BaseStep):
         sup = np.insert(sup, where, eos_sup[needs])
         return ids, lengths + needs, sup, needs
 
-    def _finish(self, ids, lengths, sup, eos, cut, wheres, stats: Counter):
+    def _finish(self, ids, lengths, sup, eos, cut, wheres, stats: Counts):
         """Cut to cutoff_len, drop rows with nothing to train, check BOS, count.
 
         A row longer than cutoff_len counts as cutoff_len tokens read: the text past the cutoff
@@ -191,28 +190,27 @@ class TokenizeSFT(BaseStep):
                                    f"part holds no more than cutoff_len tokens (a datakit bug; please report it)")
             if opt.overlong == "drop":
                 keep_row &= ~over
-                stats["rows_dropped.overlong"] += int(over.sum())
-                stats["tokens_dropped.overlong"] += int(over.sum()) * opt.cutoff_len
+                stats.add("rows_dropped", int(over.sum()), reason="overlong")
+                stats.add("tokens_dropped", int(over.sum()) * opt.cutoff_len, reason="overlong")
             else:
-                stats["rows_truncated"] += int(over.sum())
-        stats["tokens_read"] += int((lengths - eos)[~over].sum()) + int(over.sum()) * (opt.cutoff_len or 0)
-        stats["eos_added"] += int(eos[~over].sum())
+                stats.add("rows_truncated", int(over.sum()))
+        stats.add("tokens_read", int((lengths - eos)[~over].sum()) + int(over.sum()) * (opt.cutoff_len or 0))
+        stats.add("eos_added", int(eos[~over].sum()))
         keep = keep_row[row] & (pos < (opt.cutoff_len or np.iinfo(np.int64).max))
         sup_per_row = np.bincount(row[keep & sup], minlength=n)
         empty = keep_row & (sup_per_row == 0)
         if empty.any():
-            stats["rows_dropped.no_supervised_tokens"] += int(empty.sum())
-            stats["tokens_dropped.no_supervised_tokens"] += int(np.bincount(row[keep], minlength=n)[empty].sum())
+            stats.add("rows_dropped", int(empty.sum()), reason="no_supervised_tokens")
+            dropped = int(np.bincount(row[keep], minlength=n)[empty].sum())
+            stats.add("tokens_dropped", dropped, reason="no_supervised_tokens")
             keep &= ~empty[row]
         ids, sup, row = ids[keep], sup[keep], row[keep]
         out_lengths = np.bincount(row, minlength=n)
         out_lengths = out_lengths[out_lengths > 0]
         self._check_bos(ids, out_lengths, row, wheres)
         labels = np.where(sup, ids, IGNORE_INDEX).astype(np.int32)
-        stats["rows_written"] += len(out_lengths)
-        stats["tokens_written"] += int(len(ids))
-        stats["supervised_tokens"] += int(sup.sum())
-        stats["prompt_tokens"] += int((~sup).sum())
+        stats.add("supervised_tokens", int(sup.sum()))
+        stats.add("prompt_tokens", int((~sup).sum()))
         if len(out_lengths) == 0:
             return None
         kept = np.flatnonzero(np.bincount(row, minlength=n) > 0)

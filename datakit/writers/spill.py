@@ -40,6 +40,7 @@ class SpillWriter:
         self.lengths_parts: list[np.ndarray] = []
         self.meta_parts: dict[str, list[np.ndarray]] = {"source": [], "group": [], "hash": []}
         self.rows = 0
+        self.tokens = 0  # attention_mask 1: padding not counted
         self._whole: dict[str, np.ndarray] | None = None
 
     def write(self, batch: pa.RecordBatch) -> None:
@@ -52,6 +53,8 @@ class SpillWriter:
         for name in self.columns:
             values, lengths = flat_lists(batch.column(name), lengths)
             values = np.ascontiguousarray(values, dtype=_DTYPES[name])
+            if name == "attention_mask":
+                self.tokens += int(values.sum())
             if name == "input_ids":
                 self.meta_parts["hash"].append(_row_hashes(values, lengths))
             if self._files is None:
