@@ -120,3 +120,24 @@ def test_a_recipe_allows_remote_code_only_when_it_says_so(hf_tokenizer, tmp_path
     with pytest.raises(TokenizerError):
         datakit.run_build(make_recipe(dict(recipe, trust_remote_code=True)), silent=True)
     assert seen == {"trust_remote_code": True}
+
+
+def test_inspect_never_runs_the_code_of_the_tokenizer_a_manifest_names(hf_tokenizer, tmp_path, make_recipe,
+                                                                       monkeypatch):
+    from datakit.inspect import open_build
+
+    folder = hf_tokenizer
+    src = tmp_path / "corpus.txt"
+    src.write_text("some text for the build\n", encoding="utf-8")
+    recipe = {"tokenizer": str(folder), "sources": [{"path": str(src), "format": "text"}],
+              "transforms": [{"tokenize": {}}, {"pack": {"block_size": 4, "remainder": "pad"}}],
+              "split": {"val_set_size": 0}, "output": str(tmp_path / "out")}
+    result = datakit.run_build(make_recipe(recipe), silent=True)
+    evil, marker = _evil_folder(tmp_path, hf_tokenizer, with_tokenizer_json=False)
+    manifest = json.loads((result.path / "manifest.json").read_text("utf-8"))
+    manifest["tokenizer"]["source"] = str(evil)  # a manifest naming a folder that asks to run its own code
+    (result.path / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    monkeypatch.setattr("builtins.input", lambda *a: "y")
+    build = open_build(result.path)
+    assert build.tokenizer is None and "trust_remote_code" in build.tokenizer_error
+    assert not marker.exists()
