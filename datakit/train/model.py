@@ -3,7 +3,6 @@ whether its vocabulary is the one the build was tokenized with."""
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
@@ -28,11 +27,6 @@ def resolve_model(name: str, *, what: str = "model") -> str:
     if pathlike or not HUB_ID.match(name):
         raise TrainError(f"{what} {name} does not exist (no such folder)")
     return name
-
-
-def hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on") or \
-        os.environ.get("TRANSFORMERS_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
 
 
 def precision(cfg: TrainConfig, *, cuda: bool, bf16_ok: bool) -> str:
