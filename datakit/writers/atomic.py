@@ -303,21 +303,9 @@ def staged_output(target: str | Path, *, overwrite: bool, protect: Iterable[tupl
     """
     given = Path(target)
     protect = list(protect)
-    real = _real(given)
-    kept = "nothing was written"
-    try:
-        note = recover(real)
-        if note:
-            log.warning(note)
-        real = check_target(given, overwrite=overwrite, protect=protect)
-        kept = f"{given} is untouched" if os.path.lexists(real) else f"nothing was written to {given}"
-        real.parent.mkdir(parents=True, exist_ok=True)
-        with _folder_lock(real.parent):
-            stage, lock_fd = _make_stage(real)
-    except OSError as e:
-        raise OutputError(f"{given}: cannot write in {real.parent}: {e.strerror or e}; {kept}") from None
-    committed = False
-    with _Signals() as signals:
+    with _Signals() as signals:  # from here SIGTERM stops the build the way Ctrl-C does
+        stage, lock_fd, real, kept = _open_stage(given, overwrite=overwrite, protect=protect)
+        committed = False
         try:
             yield stage
             with _folder_lock(real.parent):
@@ -348,6 +336,25 @@ def staged_output(target: str | Path, *, overwrite: bool, protect: Iterable[tupl
             raise
         finally:
             os.close(lock_fd)
+
+
+def _open_stage(given: Path, *, overwrite: bool, protect: list) -> tuple[Path, int, Path, str]:
+    """Recover what a killed build left, check the target, make the locked stage; returns the
+    stage, its lock fd, the real target and what a failure leaves of the target (for messages)."""
+    real = _real(given)
+    kept = "nothing was written"
+    try:
+        note = recover(real)
+        if note:
+            log.warning(note)
+        real = check_target(given, overwrite=overwrite, protect=protect)
+        kept = f"{given} is untouched" if os.path.lexists(real) else f"nothing was written to {given}"
+        real.parent.mkdir(parents=True, exist_ok=True)
+        with _folder_lock(real.parent):
+            stage, lock_fd = _make_stage(real)
+    except OSError as e:
+        raise OutputError(f"{given}: cannot write in {real.parent}: {e.strerror or e}; {kept}") from None
+    return stage, lock_fd, real, kept
 
 
 class StagedFile:
