@@ -216,7 +216,7 @@ def test_kill_9_at_several_moments_then_the_next_build_cleans_up(tmp_path, hf_to
     proc.wait(timeout=30)
     # at this instant: the earlier build, whole, or the new one
     out = root / "out"
-    assert not out.exists() or snapshot(out) == before or json.loads((out / "manifest.json").read_text())["files"]
+    assert not out.exists() or snapshot(out) == before or json.loads((out / "manifest.json").read_text())["layout"]
     datakit.run_build(recipe, overwrite=True, silent=True)
     assert hidden(root) == [] and sorted(os.listdir(root)) == ["big.jsonl", "out", "r.yaml", "rejects.jsonl"]
     ds = datakit.load(out)

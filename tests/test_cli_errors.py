@@ -189,7 +189,7 @@ def test_ctrl_c_at_any_moment_of_a_build_is_one_line(tmp_path, hf_tokenizer, del
     else:
         assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("interrupted"), err.decode()
         if "in place" in lines[0]:  # the swap had begun: the signal waited for it
-            assert snapshot(out) != before and json.loads((out / "manifest.json").read_text())["files"]
+            assert snapshot(out) != before and json.loads((out / "manifest.json").read_text())["layout"]
         else:
             assert snapshot(out) == before
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".out")) == []

@@ -17,8 +17,9 @@ from ..columns import MODEL_COLUMNS as COLUMNS
 from .files import FileEntry, file_entry
 
 def features(columns: dict[str, pa.DataType]) -> dict:
-    """`datasets` Features of list columns: {name: List(Value(dtype))}."""
-    return {name: {"feature": {"dtype": str(t), "_type": "Value"}, "_type": "List"} for name, t in columns.items()}
+    """`datasets` Features of list columns, in the ``Sequence`` form: `datasets` 3.x knows no
+    ``List`` type, and 4.x and later read ``Sequence`` as ``List``, so builds open in both."""
+    return {name: {"feature": {"dtype": str(t), "_type": "Value"}, "_type": "Sequence"} for name, t in columns.items()}
 
 
 FEATURES = features(COLUMNS)

@@ -179,13 +179,13 @@ def _fsync_folder(folder: Path) -> None:
 
 
 def _record_files(stage: Path) -> None:
-    """List the build's own entries in its manifest, so that only a folder holding exactly those
-    counts as a build that may be replaced."""
+    """List the build's top-level entries in its manifest (``layout``), so that only a folder
+    holding nothing else counts as a build that may be replaced."""
     path = stage / MANIFEST
     if not path.is_file():
         return
     manifest = json.loads(path.read_text("utf-8"))
-    manifest["files"] = sorted(n for n in os.listdir(stage) if n != MARKER)
+    manifest["layout"] = sorted(n for n in os.listdir(stage) if n != MARKER)
     tmp = stage / f".{MANIFEST}.tmp"
     tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)

@@ -47,6 +47,15 @@ def length_stats(lengths: np.ndarray) -> dict:
     return {"min": int(lengths.min()), "mean": round(float(lengths.mean()), 2), "max": int(lengths.max())}
 
 
+def with_pad_id(tokenizer: dict) -> dict:
+    """The tokenizer's description with ``pad_id`` set to the id that pads rows (``pack``'s
+    ``remainder: pad`` and datakit's collator): its pad token, else its EOS, else 0, and
+    ``pad_id_from`` saying which. A plain collator needs a pad id too (README: "Padding")."""
+    own, eos = tokenizer.get("pad_id"), tokenizer.get("eos_id")
+    pad_id, source = (own, "pad_token") if own is not None else (eos, "eos_token") if eos is not None else (0, "none")
+    return {**tokenizer, "pad_id": pad_id, "pad_id_from": source}
+
+
 def assemble(*, kind: str, recipe: dict, tokenizer: dict, inputs: list[dict], fingerprint: str, counts: Counter,
              splits: dict[str, dict], sources: list[dict], lengths: np.ndarray, timings: dict[str, float]) -> dict:
     """The manifest of a finished build (its keys in the order readers see them)."""
@@ -54,7 +63,7 @@ def assemble(*, kind: str, recipe: dict, tokenizer: dict, inputs: list[dict], fi
         "datakit_version": __version__,
         "kind": kind,
         "recipe": recipe,
-        "tokenizer": tokenizer,
+        "tokenizer": with_pad_id(tokenizer),
         "inputs": inputs,
         "inputs_fingerprint": fingerprint,
         "counts": nest_counts(counts),
@@ -97,5 +106,5 @@ def load(path: str | Path):
     return load_from_disk(str(p))
 
 
-__all__ = ["MANIFEST", "assemble", "inputs_fingerprint", "length_stats", "load", "nest_counts",
+__all__ = ["MANIFEST", "assemble", "inputs_fingerprint", "length_stats", "load", "nest_counts", "with_pad_id",
            "read_manifest", "write_manifest"]

@@ -2,7 +2,7 @@
 filter's rejects) before any work starts.
 
 A folder is a datakit build only if its ``manifest.json`` says so (a ``datakit_version`` key) and
-every entry in it is one the manifest accounts for (``files``, or for builds that predate that key
+every entry in it is one the manifest accounts for (``layout``, or for builds that predate that key
 ``dataset_dict.json`` and the split folders). Anything else, or a folder that holds the recipe,
 an input or the tokenizer, is never replaced, whatever the options.
 """
@@ -38,10 +38,11 @@ def read_build_manifest(folder: Path) -> tuple[dict | None, str | None]:
 
 
 def build_layout(manifest: dict) -> set[str]:
-    """The names a build's folder may hold: what its manifest lists."""
-    files = manifest.get("files")
-    if isinstance(files, list):
-        return {str(f) for f in files} | {MANIFEST}
+    """The names a build's folder may hold: its manifest's ``layout`` (what the stage held when
+    it was swapped in), or for builds that predate that key, ``dataset_dict.json`` and the splits."""
+    layout = manifest.get("layout")
+    if isinstance(layout, list):
+        return {str(name) for name in layout} | {MANIFEST}
     splits = manifest.get("splits")
     return {MANIFEST, "dataset_dict.json"} | (set(splits) if isinstance(splits, dict) else set())
 

@@ -75,7 +75,7 @@ def test_success_replaces_and_failure_keeps(tmp_path):
     assert tag_of(target) == "old" and leftovers(tmp_path) == []
     new_build(target)
     assert tag_of(target) == "new" and leftovers(tmp_path) == []
-    assert json.loads((target / "manifest.json").read_text())["files"] == ["dataset_dict.json", "manifest.json",
+    assert json.loads((target / "manifest.json").read_text())["layout"] == ["dataset_dict.json", "manifest.json",
                                                                           "train"]
 
 
