@@ -236,3 +236,15 @@ def test_sigterm_mid_build_keeps_the_earlier_output(tmp_path, hf_tokenizer):
     if "in place" not in lines[0]:
         assert snapshot(root) == before and "is untouched" in lines[0]
     assert hidden(root) == []
+
+
+def test_a_build_in_several_formats_is_replaced_by_the_next_one(tmp_path, hf_tokenizer):
+    root, recipe = project(tmp_path, hf_tokenizer, output="out")
+    data = yaml.safe_load(recipe.read_text())
+    data["output"] = {"path": "out", "formats": ["hf", "parquet"]}
+    recipe.write_text(yaml.safe_dump(data))
+    for _ in range(2):
+        datakit.run_build(recipe, overwrite=True, silent=True)
+    manifest = json.loads((root / "out" / "manifest.json").read_text())
+    assert sorted(os.listdir(root / "out")) == manifest["layout"]
+    assert "parquet" in manifest["layout"] and hidden(root) == []
