@@ -12,7 +12,7 @@ def _stop_quietly(signum, frame):
 
 def _guard_cli_start() -> None:
     """When this process is the ``datakit`` command, Ctrl-C during its imports ends it quietly;
-    ``cli`` puts Python's handler back once they are done. Other programs keep their handler."""
+    ``cli.main`` puts Python's handler back once it runs. Other programs keep their handler."""
     import os
     import signal
     import sys

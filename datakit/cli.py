@@ -12,8 +12,6 @@ from . import __version__, _stop_quietly
 from .errors import DatakitError
 from .train.options import cli_options as train_options  # light: dataclasses only, no torch
 
-if signal.getsignal(signal.SIGINT) is _stop_quietly:  # the command's imports are done (see __init__)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def handle_errors(fn):
@@ -258,6 +256,8 @@ def _skip_pandas_probe() -> None:
 def main() -> None:
     """The ``datakit`` console script."""
     try:
+        if signal.getsignal(signal.SIGINT) is _stop_quietly:  # loaded (see ``datakit._guard_cli_start``):
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # from here Ctrl-C is a KeyboardInterrupt
         _main()
     except KeyboardInterrupt:  # before a command's own handler runs: loading, parsing the arguments
         _stop_quietly(signal.SIGINT, None)

@@ -193,3 +193,33 @@ def test_ctrl_c_at_any_moment_of_a_build_is_one_line(tmp_path, hf_tokenizer, del
         else:
             assert snapshot(out) == before
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".out")) == []
+
+
+# Ctrl-C at the N-th Python call while the command line loads: deterministic, where the timed test
+# above is not. The last fraction is the end of the module, where the command definitions run.
+AT_CALL = """
+import os, signal, sys
+sys.argv[0] = "datakit"
+import datakit
+at, calls = int(sys.argv[1]), [0]
+def count(frame, event, arg):
+    if event == "call":
+        calls[0] += 1
+        if calls[0] == at:
+            os.kill(os.getpid(), signal.SIGINT)
+sys.setprofile(count)
+from datakit.cli import main
+sys.setprofile(None)
+print(calls[0], flush=True)
+sys.argv[1:] = ["--version"]
+main()
+"""
+
+
+def test_ctrl_c_at_any_call_while_the_cli_loads_is_one_line():
+    total = subprocess.run([sys.executable, "-c", AT_CALL, "0"], capture_output=True, text=True, env=_env())
+    assert total.returncode == 0, total.stderr
+    n = int(total.stdout.split()[0])
+    for at in sorted({1, n // 10, n // 3, n // 2, 3 * n // 4, n - 20, n - 2, n}):
+        done = subprocess.run([sys.executable, "-c", AT_CALL, str(at)], capture_output=True, text=True, env=_env())
+        assert done.returncode == 1 and done.stderr.strip() == "interrupted", (at, n, done.stderr[-600:])
