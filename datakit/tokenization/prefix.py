@@ -20,13 +20,17 @@ normalizer) that puts no ``▁`` before a text, as the middle of a text has none
 checks the result anyway: the ids must spell the tokenized part of the text, byte for byte
 (surface.py).
 
-Text past the first added token (``<s>``, ``<|im_end|>`` ...) is never cut, because the added
-tokens split the text before BPE sees it. Neither is the text of a tokenizer whose rules this
-module cannot vouch for: dropout, ``ignore_merges``, subword prefixes, fused unknown characters
+Added tokens (``<s>``, ``<|im_start|>`` ...) split the text before BPE sees it, so the start of an
+added token is always an exact cut: a chat row, whose markup is added tokens, is cut before the
+first markup token past where the cutoff is expected to land, and grown from there one stretch of
+markup and text at a time by the tokenizer itself (the continuation tokenizer, which has no
+added tokens, only ever sees text before the first one). The text of a tokenizer whose rules
+this module cannot vouch for is never cut: dropout, ``ignore_merges``, subword prefixes, fused unknown characters
 or other pre-tokenizers. Those rows are tokenized whole.
 """
 from __future__ import annotations
 
+import itertools
 import re
 
 from .state import SPACE_MARK, component, space_rules
@@ -113,6 +117,12 @@ class PrefixEncoder:
         m = self._added.search(text)
         return m.start() if m else len(text)
 
+    def next_added(self, text: str, p: int) -> int:
+        """Where the first added token at or after ``p`` starts (or the text's end): always a cut
+        that changes no id, because added tokens split the text before BPE sees it."""
+        m = self._added.search(text, p) if self._added is not None else None
+        return m.start() if m else len(text)
+
     def encode(self, texts: list[str], need: int, *, add_special_tokens: bool, n_pre: int, n_post: int
                ) -> tuple[list[list[int]], list[int]]:
         """Ids for each text and how many of its characters they cover (``len(text)`` when all).
@@ -125,7 +135,8 @@ class PrefixEncoder:
                                               add_special_tokens=add_special_tokens)
         rows = [e.ids for e in encs]
         extra = n_pre + n_post
-        for last in (False, False, True):  # the last round takes all that is left
+        for rnd in itertools.count():  # from the third round on, each takes all that is left
+            last = rnd >= 2
             short = [i for i, (t, e) in enumerate(zip(texts, ends)) if e < len(t) and len(rows[i]) - extra < need]
             if not short:
                 break
@@ -135,23 +146,20 @@ class PrefixEncoder:
                 limit = self.limit(t)
                 # the row's own density so far says how far the missing tokens reach, plus a margin
                 reach = len(t) if last else e + int((need - have) * e / max(have, 1) * 1.25) + 8
-                nxt = self.barrier(t, reach, limit) if reach < limit else None
-                if nxt is None:  # up to the end, or (an added token in the way) the whole text again
-                    nxt = len(t) if limit == len(t) else -1
-                grow.append(nxt)
-            pieces = [texts[i][ends[i]:nxt] if nxt >= 0 else "" for i, nxt in zip(short, grow)]
-            cont = self.continuation.encode_batch_fast(pieces, add_special_tokens=False)
-            whole = [i for i, nxt in zip(short, grow) if nxt < 0]
-            for i, nxt, enc in zip(short, grow, cont):
-                if nxt >= 0:
+                if e < limit:  # up to a barrier, or to the first added token (text alone: the continuation)
+                    nxt = self.barrier(t, reach, limit) if reach < limit else None
+                    grow.append(limit if nxt is None else nxt)
+                else:  # from an added token to the next one at or past reach (markup and text: the tokenizer)
+                    grow.append(self.next_added(t, max(reach, e + 1)))
+            plain = [(i, nxt) for i, nxt in zip(short, grow) if ends[i] < self.limit(texts[i])]
+            marked = [(i, nxt) for i, nxt in zip(short, grow) if ends[i] >= self.limit(texts[i])]
+            for group, encoder in ((plain, self.continuation), (marked, self.backend)):
+                pieces = encoder.encode_batch_fast([texts[i][ends[i]:nxt] for i, nxt in group],
+                                                   add_special_tokens=False)
+                for (i, nxt), enc in zip(group, pieces):
                     row = rows[i]
                     rows[i] = row[:len(row) - n_post] + enc.ids + row[len(row) - n_post:]
                     ends[i] = nxt
-            if whole:
-                again = self.backend.encode_batch_fast([texts[i] for i in whole],
-                                                       add_special_tokens=add_special_tokens)
-                for i, enc in zip(whole, again):
-                    rows[i], ends[i] = enc.ids, len(texts[i])
         return rows, ends
 
     def _first_cut(self, text: str, need: int) -> int:
@@ -166,7 +174,7 @@ class PrefixEncoder:
         if reach >= n:
             return n
         limit = self.limit(text)
-        if reach >= limit:
-            return n
+        if reach >= limit:  # past the first added token (a chat row's markup): cut before the next one
+            return self.next_added(text, reach)
         cut = self.barrier(text, reach, limit)
-        return n if cut is None else cut
+        return limit if cut is None else cut

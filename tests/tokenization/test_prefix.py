@@ -180,3 +180,57 @@ def test_a_chat_build_with_a_plain_text_template_is_the_same_with_and_without_cu
         whole = build()
     assert cut == whole
     assert cut[2]["rows_truncated"] > 0
+
+
+def _with_chat_tokens(folder, tmp_path):
+    """The fixture's tokenizer.json with ChatML's markup as added special tokens."""
+    from tokenizers import AddedToken, Tokenizer
+
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in ("<|im_start|>", "<|im_end|>")])
+    out = tmp_path / "chat_tok"
+    out.mkdir(exist_ok=True)
+    tok.save(str(out / "tokenizer.json"))
+    return out
+
+
+MARKUP = st.lists(st.one_of(TEXTS, st.sampled_from(["<|im_start|>user\n", "<|im_end|>\n", "<|im_start|>",
+                                                     "<|im_end|>"])), min_size=0, max_size=12).map("".join)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(texts=st.lists(MARKUP, min_size=1, max_size=6), need=st.integers(1, 40))
+def test_rows_with_added_tokens_are_cut_before_one_and_unchanged(llama_hf_tokenizer, tmp_path, texts, need):
+    """Added tokens split the text before BPE sees it: the start of one is always an exact cut."""
+    tok = load_tokenizer(str(_with_chat_tokens(llama_hf_tokenizer, tmp_path) / "tokenizer.json"))
+    assert tok._prefix_encoder() is not None
+    _check_prefixes(tok, texts, need)
+    _check_prefixes(tok, texts, need, special=False)
+
+
+@pytest.mark.parametrize("cutoff", [40, 200])
+def test_a_chatml_build_is_the_same_with_and_without_cutting(make_recipe, llama_hf_tokenizer, tmp_path, monkeypatch,
+                                                             cutoff):
+    words = ["the model", "data tokens", "中文 字", "emoji 😀 here", "a b  c", "end."]
+    convs = [{"messages": [{"role": r, "content": " ".join(words[(i + k) % len(words)] for k in range(j + 3))}
+                           for j, r in enumerate(["user", "assistant"] * (i % 4 + 1))]} for i in range(12)]
+    src = tmp_path / "chat.jsonl"
+    src.write_text("".join(json.dumps(c, ensure_ascii=False) + "\n" for c in convs), encoding="utf-8")
+    template = ("{% for m in messages %}{{ '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}"
+                "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+    recipe = {"tokenizer": str(_with_chat_tokens(llama_hf_tokenizer, tmp_path) / "tokenizer.json"),
+              "sources": [{"path": str(src), "format": "messages"}], "chat_template": template,
+              "transforms": [{"template": "chat"}, {"tokenize": {"cutoff_len": cutoff}}],
+              "split": {"val_set_size": 0, "shuffle": False}, "output": str(tmp_path / "out")}
+
+    def build():
+        result = datakit.run_build(make_recipe(recipe), overwrite=True, silent=True)
+        ds = datakit.load(result.path)["train"]
+        return [list(x) for x in ds["input_ids"]], [list(x) for x in ds["labels"]], result.manifest["counts"]
+
+    cut = build()
+    with monkeypatch.context() as m:
+        m.setattr(HFTokenizer, "_prefix_encoder", lambda self, **kw: None)
+        whole = build()
+    assert cut == whole
+    assert cut[2]["rows_truncated"] > 0
