@@ -56,6 +56,7 @@ class _Shape:
 
     def __init__(self, full: str, prompt: str | None, prompt_plain: str | None):
         self.scaffold = Scaffold.of(full)
+        self.turns: dict[int, tuple | str] = {}  # assistant message -> its offsets (ChatTemplate._turn_offsets)
         self.tail = self.generation = None
         if prompt is not None:
             last = list(SENTINEL.finditer(prompt))
@@ -78,7 +79,8 @@ class ChatTemplate:
             self.template = make_environment().from_string(source)
         except TemplateSyntaxError as e:
             raise TemplateError(f"{origin}:{e.lineno}: chat template syntax error: {e.message}") from None
-        self.variables = {"bos_token": tokenizer.bos_token or "", "eos_token": tokenizer.eos_token or ""}
+        self.variables = {**self.template.globals, "bos_token": tokenizer.bos_token or "",
+                          "eos_token": tokenizer.eos_token or ""}
         self.locator = Locator(markup_tokens(tokenizer))
         self._shapes: dict[str, _Shape] = {}
 
@@ -140,21 +142,28 @@ class ChatTemplate:
         return text, spans, data, prompt_ok
 
     def _turn(self, i: int, at: list[int], shape: _Shape, sent, where: str) -> tuple[int, int]:
+        """The turn of assistant message ``i``: where its scaffolding pieces are in the real render
+        (``at``), plus the offsets inside them that depend on the shape alone (cached)."""
+        cached = shape.turns.get(i)
+        if cached is None:
+            cached = shape.turns[i] = self._turn_offsets(i, shape, sent)
+        if isinstance(cached, str):
+            raise turn_error(where, i, cached)
+        first, header, after, eot = cached
+        return at[first] + header, at[after] + eot
+
+    def _turn_offsets(self, i: int, shape: _Shape, sent) -> tuple[int, int, int, int] | str:
         ids, pieces = shape.scaffold.ids, shape.scaffold.pieces
         mine = [j for j, n in enumerate(ids) if sent.owner[n] == i]
         if not mine:
-            raise turn_error(where, i, "the chat template prints none of this assistant message's text")
-        first, last = mine[0], mine[-1]
+            return "the chat template prints none of this assistant message's text"
         if shape.tail is None:
-            raise turn_error(where, i, "the conversation starts with an assistant turn (there is no prompt "
-                                       "for it)")
+            return "the conversation starts with an assistant turn (there is no prompt for it)"
+        first, last = mine[0], mine[-1]
         header = self.locator.header_end(pieces[first], shape.tail, shape.generation)
         if header is None:
-            raise turn_error(where, i, f"the text before it ({pieces[first]!r}) does not hold the generation "
-                                       f"prompt {shape.tail!r}")
-        start = at[first] + header
-        end = at[last + 1] + self.locator.end_of_turn(pieces[last + 1])
-        return start, end
+            return f"the text before it ({pieces[first]!r}) does not hold the generation prompt {shape.tail!r}"
+        return first, header, last + 1, self.locator.end_of_turn(pieces[last + 1])
 
     def _check(self, text: str, spans, assistants, msgs, where: str) -> None:
         """The second lookup: each turn's own text, found by plain search from the span's start,
@@ -163,7 +172,7 @@ class ChatTemplate:
             content = msgs[i].get("content")
             if not isinstance(content, str):
                 continue
-            core = content.split("</think>")[-1].strip()
+            core = (content.split("</think>")[-1] if "</think>" in content else content).strip()
             found = text.find(core, start) if core else start
             if not 0 <= found <= found + len(core) <= end:
                 raise turn_error(where, i, "its text, searched from the span's start, is not inside the span")

@@ -31,6 +31,10 @@ def normalize(messages: list[dict]) -> list[dict]:
     all of its names (``reasoning_content``, ``thinking``) when a message has it under one."""
     out = []
     for m in messages:
+        if m.get("reasoning_content") is None and len(m) <= 3 and m.get("content") is not None and \
+                m.keys() <= {"role", "content", "reasoning_content"}:
+            out.append({"role": m.get("role"), "content": m["content"]} if "role" in m else {"content": m["content"]})
+            continue
         m = {k: v for k, v in m.items() if v is not None}
         reasoning = next((m[k] for k in REASONING_FIELDS if k in m), None)
         if reasoning is not None:
@@ -52,7 +56,16 @@ def sentinels(messages: list[dict]) -> Sentinels:
     texts: list[str] = []
     owner: list[int] = []
     out = []
+    key = []
     for i, m in enumerate(messages):
+        content = m.get("content")
+        if len(m) == 2 and isinstance(content, str) and "think>" not in content and "role" in m:
+            # the common message: a role and a text without think markers (no dict copy, no regex)
+            out.append({"role": m["role"], "content": f"{OPEN}{len(texts)}{CLOSE}"})
+            texts.append(content)
+            owner.append(i)
+            key.append(m["role"])
+            continue
         m = dict(m)
         done: dict[str, str] = {}  # the aliases of one reasoning text share its sentinels
         for field in ("content",) + REASONING_FIELDS:
@@ -72,7 +85,8 @@ def sentinels(messages: list[dict]) -> Sentinels:
                     owner.append(i)
             m[field] = done[value] = "".join(parts)
         out.append(m)
-    return Sentinels(out, texts, owner, repr(out))
+        key.append(repr(m))
+    return Sentinels(out, texts, owner, "\x00".join(key))
 
 
 @dataclass
@@ -113,13 +127,17 @@ def parse(rendered: str, scaffold: Scaffold, texts: list[str]) -> tuple[list[int
     for j, n in enumerate(ids):
         nxt = pieces[j + 1]
         last = j + 1 == len(ids)
-        for x in _candidates(texts[n]):
-            end = pos + len(x)
-            if rendered.startswith(x, pos) and rendered.startswith(nxt, end) \
-                    and (not last or end + len(nxt) == len(rendered)):
-                break
-        else:
-            return j
+        x = texts[n]
+        end = pos + len(x)
+        if not (rendered.startswith(x, pos) and rendered.startswith(nxt, end)
+                and (not last or end + len(nxt) == len(rendered))):
+            for x in _candidates(texts[n]):
+                end = pos + len(x)
+                if rendered.startswith(x, pos) and rendered.startswith(nxt, end) \
+                        and (not last or end + len(nxt) == len(rendered)):
+                    break
+            else:
+                return j
         where.append((pos, end))
         at.append(end)
         pos = end + len(nxt)

@@ -175,7 +175,9 @@ def render_limited(template, variables: dict, *, limit: int) -> str:
     try:
         try:
             parts, n = [], 0
-            for chunk in template.root_render_func(template.new_context(variables)):
+            # shared: ``variables`` already hold the template's globals (see ChatTemplate), so jinja
+            # does not copy them into a new dict for every render
+            for chunk in template.root_render_func(template.new_context(variables, shared=True)):
                 n += len(chunk)
                 if n > limit:
                     raise RenderLimit()

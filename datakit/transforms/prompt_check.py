@@ -36,6 +36,25 @@ def _markup_ends(tokenizer):
     return tuple(t for t in markup_tokens(tokenizer) if t)
 
 
+def _spelled_before(surfaces, enc, first: np.ndarray, n_pre: int, n_post: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the bytes its ids spell (without the post-processor's tokens), and the bytes its
+    ids before token ``first[r]`` spell."""
+    starts = enc.starts
+    surf = surfaces.lengths[enc.ids].astype(np.int64)
+    if n_pre or n_post:
+        pos = np.arange(len(surf)) - np.repeat(starts[:-1], enc.lengths)
+        surf[(pos < n_pre) | (pos >= np.repeat(enc.lengths - n_post, enc.lengths))] = 0
+    cum = np.zeros(len(surf) + 1, dtype=np.int64)
+    np.cumsum(surf, out=cum[1:])
+    total = cum[starts[1:]] - cum[starts[:-1]]
+    before = cum[starts[:-1] + np.maximum(first, 0)] - cum[starts[:-1]]
+    return total, before
+
+
+def _utf8_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
 def inference_mismatch(tokenizer, texts: list[str], starts: list[int | None], prompt_ok: list[bool], enc, sup,
                        *, special) -> list[int]:
     """Rows whose ids before the last assistant turn (starting at char ``starts[r]``) are not the
@@ -46,6 +65,8 @@ def inference_mismatch(tokenizer, texts: list[str], starts: list[int | None], pr
     wrong, retokenize = [], []
     surfaces = tokenizer.surfaces()
     n_pre, n_post = tokenizer.added_around(special is not False)
+    if surfaces is not None:
+        total, before = _spelled_before(surfaces, enc, first, n_pre, n_post)
     markup = _markup_ends(tokenizer)
     prefix = tokenizer._prefix_encoder() if hasattr(tokenizer, "_prefix_encoder") else None
     for r, (text, start, ok) in enumerate(zip(texts, starts, prompt_ok)):
@@ -59,18 +80,15 @@ def inference_mismatch(tokenizer, texts: list[str], starts: list[int | None], pr
             continue
         lo = int(row_starts[r])
         if surfaces is not None:
-            row_ids = enc.ids[lo:int(row_starts[r + 1])]
-            spelled = surfaces.lengths[row_ids[n_pre:len(row_ids) - n_post]].sum()
-            extra = int(spelled) - len(text.encode("utf-8"))  # the leading space Metaspace may add
+            extra = int(total[r]) - _utf8_len(text)  # the leading space Metaspace may add
             if extra not in (0, 1):
                 retokenize.append((r, lo, k))  # the ids do not spell the text (an <unk>...)
                 continue
-            before = int(surfaces.lengths[row_ids[n_pre:k]].sum())
-            if before != len(text[:start].encode("utf-8")) + extra:
+            if int(before[r]) != _utf8_len(text[:start]) + extra:
                 wrong.append(r)  # a token straddles the turn's start
                 continue
-            if text[:start].endswith(markup) or (prefix is not None and start < len(text)
-                                                 and prefix.barrier(text, start, start + 1) == start):
+            if text.endswith(markup, 0, start) or (prefix is not None and start < len(text)
+                                                   and prefix.barrier(text, start, start + 1) == start):
                 continue
         retokenize.append((r, lo, k))
     if retokenize:

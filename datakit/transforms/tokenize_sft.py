@@ -98,13 +98,23 @@ class TokenizeSFT(BaseStep):
         lengths = np.array([len(rows[i][0]) for i in range(len(texts))], dtype=np.int64)
         return Encoded(ids, lengths, cut=cut if cut.any() else None), sup, sorted(bad)
 
-    def _spans(self, batch: pa.RecordBatch, *, last: bool = False) -> list[list[tuple[int, int]]]:
+    def _spans(self, batch: pa.RecordBatch) -> list[list[tuple[int, int]]]:
         starts = batch.column("span_starts").to_pylist()
         ends = batch.column("span_ends").to_pylist()
         spans = [list(zip(a, b)) for a, b in zip(starts, ends)]
-        if last or self.options.train_on == "last_assistant":
+        if self.options.train_on == "last_assistant":
             spans = [row[-1:] for row in spans]
         return spans
+
+    @staticmethod
+    def _last_starts(batch: pa.RecordBatch) -> list[int | None]:
+        """Where each row's last supervised span starts (None: the row has none), from the Arrow offsets."""
+        col = batch.column("span_starts")
+        offsets = col.offsets.to_numpy()
+        values = col.values.to_numpy(zero_copy_only=False)
+        counts = np.diff(offsets)
+        last = values[np.maximum(offsets[1:] - 1, 0)] if len(values) else np.zeros(len(counts), int)
+        return [int(v) if c else None for v, c in zip(last.tolist(), counts.tolist())]
 
     def _count_mismatch(self, wrong: list[int], wheres, stats: Counts) -> None:
         """Rows whose text before the last turn is not the inference prompt: counted, the first
@@ -138,7 +148,8 @@ class TokenizeSFT(BaseStep):
         if self.chat and "prompt_ok" in batch.schema.names:
             from .prompt_check import inference_mismatch
 
-            starts = [row[-1][0] if row else None for row in self._spans(batch, last=True)]
+            starts = [row[-1][0] if row else None for row in spans] if opt.train_on == "last_assistant" else \
+                self._last_starts(batch)
             wrong = inference_mismatch(self.tokenizer, texts, starts, batch.column("prompt_ok").to_pylist(), enc, sup,
                                        special=self.special)
             self._count_mismatch(wrong, wheres, stats)
