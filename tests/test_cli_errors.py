@@ -223,3 +223,21 @@ def test_ctrl_c_at_any_call_while_the_cli_loads_is_one_line():
     for at in sorted({1, n // 10, n // 3, n // 2, 3 * n // 4, n - 20, n - 2, n}):
         done = subprocess.run([sys.executable, "-c", AT_CALL, str(at)], capture_output=True, text=True, env=_env())
         assert done.returncode == 1 and done.stderr.strip() == "interrupted", (at, n, done.stderr[-600:])
+
+
+def test_no_library_error_names_a_command_line_flag():
+    """Errors raised outside cli.py speak to Python callers: `overwrite=True`, not `--overwrite`."""
+    import ast
+    import re
+
+    flag = re.compile(r"(^|\s|\()--[a-z]")
+    found = []
+    for path in sorted((ROOT / "datakit").rglob("*.py")):
+        if path.name == "cli.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if isinstance(node, ast.Raise) and node.exc is not None:
+                for part in ast.walk(node.exc):
+                    if isinstance(part, ast.Constant) and isinstance(part.value, str) and flag.search(part.value):
+                        found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {part.value!r}")
+    assert found == []
