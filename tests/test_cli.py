@@ -99,7 +99,7 @@ def test_build_prints_a_summary_and_refuses_to_clobber(tmp_path, hf_tokenizer):
 
 
 def test_shipped_example_recipes_build(tmp_path):
-    for name in ("pretrain", "alpaca", "chat", "mix"):
+    for name in ("pretrain", "alpaca", "alpaca_packed", "chat", "mix"):
         result = CliRunner().invoke(cli, ["build", str(ROOT / "recipes" / f"{name}.yaml"), "--silent",
                                           "--output", str(tmp_path / name)])
         assert result.exit_code == 0, result.output
