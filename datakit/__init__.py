@@ -30,7 +30,8 @@ def _guard_cli_start() -> None:
 
 _guard_cli_start()
 
-from .errors import DatakitError, OutputError, RecipeError, SourceError, TemplateError, TokenizerError  # noqa: E402
+from .errors import (BuildNotFoundError, ColumnError, DatakitError, EmptyBuildError, InspectError,  # noqa: E402
+                     OutputError, RecipeError, SourceError, SplitError, StepError, TemplateError, TokenizerError)
 
 # The rest of the API loads on first use, so `import datakit.cli` (the command line) stays light
 # until a command runs.
@@ -58,4 +59,5 @@ def __dir__():
 
 
 __all__ = ["__version__", "build", "load", "load_manifest", "run_build", "load_recipe", "Recipe", "IGNORE_INDEX",
-           "DatakitError", "RecipeError", "SourceError", "TemplateError", "TokenizerError", "OutputError"]
+           "DatakitError", "RecipeError", "SourceError", "TemplateError", "TokenizerError", "OutputError",
+           "SplitError", "EmptyBuildError", "StepError", "BuildNotFoundError", "InspectError", "ColumnError"]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .engines import Engine, LocalEngine
-from .errors import DatakitError, OutputError
+from .errors import EmptyBuildError, OutputError
 from .plan import group_merges, plan_splits
 from .progress import Progress
 from .recipe import Recipe, from_dict, load_recipe, to_dict
@@ -97,7 +97,7 @@ def _build_into(folder: Path, recipe: Recipe, tokenizer: Tokenizer, steps: list[
     for step in steps:
         counts.merge(step.stats)
     if rows.rows == 0:
-        raise DatakitError("the build produced no rows: every document or row was dropped "
+        raise EmptyBuildError("the build produced no rows: every document or row was dropped "
                            f"({json.dumps(nest_counts(counts))})")
     plan = plan_splits(recipe, rows, merges=group_merges(steps))
     inputs = [{"path": f.path, "bytes": f.bytes, "records": f.records, "sha256": f.sha256} for f in produced.files]

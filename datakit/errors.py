@@ -65,5 +65,25 @@ class ColumnError(DatakitError):
     that dropped ``_source`` or ``_group``, or a datakit bug)."""
 
 
+class SplitError(DatakitError):
+    """The split cannot be made as the recipe asks (more validation rows than the build has)."""
+
+
+class EmptyBuildError(DatakitError):
+    """Every document or row was dropped: there is nothing to write."""
+
+
+class StepError(DatakitError):
+    """A step cannot run on the rows it is given (a field the recipe names is not a column)."""
+
+
+class BuildNotFoundError(DatakitError):
+    """A folder given as a datakit build is not one, or a file of it is missing or damaged."""
+
+
+class InspectError(DatakitError):
+    """``inspect`` was asked for a split, row or view that the build cannot give."""
+
+
 class TrainError(DatakitError):
     """The trainer cannot run on the given data or model."""

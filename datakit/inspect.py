@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from .columns import IGNORE_INDEX
-from .errors import DatakitError
+from .errors import BuildNotFoundError, DatakitError, InspectError
 from .pieces import Piece, pieces, visible
 from .writers.manifest import read_manifest
 
@@ -31,13 +31,13 @@ class Build:
 
     def table(self, split: str) -> pa.Table:
         if split not in self.splits:
-            raise DatakitError(f"{self.path}: no split '{split}' (splits: {', '.join(self.splits)})")
+            raise InspectError(f"{self.path}: no split '{split}' (splits: {', '.join(self.splits)})")
         return self.splits[split]
 
     def row(self, split: str, index: int) -> dict:
         t = self.table(split)
         if not 0 <= index < t.num_rows:
-            raise DatakitError(f"{self.path}: row {index} is out of range for split '{split}' "
+            raise InspectError(f"{self.path}: row {index} is out of range for split '{split}' "
                                f"({t.num_rows} rows: 0..{t.num_rows - 1})")
         one = t.slice(index, 1)
         return {name: one.column(name)[0].values.to_numpy(zero_copy_only=False) for name in one.column_names}
@@ -58,11 +58,11 @@ def open_build(path: str | Path, *, load_tokenizer: bool = True) -> Build:
     """Open the build at ``path`` (its Arrow files memory-mapped).
 
     Raises:
-        DatakitError: ``path`` is not a build, or a file of it is missing, truncated or corrupt.
+        BuildNotFoundError: ``path`` is not a build, or a file of it is missing, truncated or corrupt.
     """
     p = Path(path)
     if not p.is_dir():
-        raise DatakitError(f"{p}: no such folder" if not p.exists() else f"{p} is a file, not a build folder")
+        raise BuildNotFoundError(f"{p}: no such folder" if not p.exists() else f"{p} is a file, not a build folder")
     manifest = read_manifest(p)
     splits = {name: _read_split(p, name) for name in _json_file(p / "dataset_dict.json", "splits")}
     build = Build(p, manifest, splits)
@@ -76,11 +76,11 @@ def _json_file(path: Path, key: str):
     try:
         data = json.loads(path.read_text("utf-8"))
     except FileNotFoundError:
-        raise DatakitError(f"{path}: missing; {path.parent} is not a complete build") from None
+        raise BuildNotFoundError(f"{path}: missing; {path.parent} is not a complete build") from None
     except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise DatakitError(f"{path}: not valid JSON ({e}); the build is damaged, rebuild it") from None
+        raise BuildNotFoundError(f"{path}: not valid JSON ({e}); the build is damaged, rebuild it") from None
     if not isinstance(data, dict) or key not in data:
-        raise DatakitError(f"{path}: no '{key}' key; the build is damaged, rebuild it")
+        raise BuildNotFoundError(f"{path}: no '{key}' key; the build is damaged, rebuild it")
     return data[key]
 
 
@@ -91,12 +91,12 @@ def _read_split(folder: Path, name: str) -> pa.Table:
         try:
             tables.append(pa.ipc.open_stream(pa.memory_map(str(file))).read_all())
         except FileNotFoundError:
-            raise DatakitError(f"{file}: missing; the build is damaged, rebuild it") from None
+            raise BuildNotFoundError(f"{file}: missing; the build is damaged, rebuild it") from None
         except (pa.ArrowInvalid, OSError) as e:
-            raise DatakitError(f"{file}: not a readable Arrow stream (truncated or corrupt: "
+            raise BuildNotFoundError(f"{file}: not a readable Arrow stream (truncated or corrupt: "
                                f"{str(e).splitlines()[0]}); rebuild it") from None
     if not tables:
-        raise DatakitError(f"{folder / str(name) / 'state.json'}: lists no data files; rebuild the build")
+        raise BuildNotFoundError(f"{folder / str(name) / 'state.json'}: lists no data files; rebuild the build")
     return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
 
@@ -162,7 +162,7 @@ def summary_text(build: Build) -> str:
         out.append(f"  note: {build.tokenizer_error}")
     recipe = m.get("recipe", {})
     steps = ", ".join(json.dumps(s, default=str) for s in recipe.get("transforms", []))
-    out.append(f"recipe: {m.get('recipe_path') or recipe.get('path')}; steps: {steps}")
+    out.append(f"recipe: {recipe.get('path')}; steps: {steps}")
     out.append("inputs: " + ", ".join(f"{Path(i['path']).name} ({i['records']:,} records)" for i in m.get("inputs", [])))
     for name, table in build.splits.items():
         s = split_stats(table)
@@ -384,7 +384,7 @@ def row_table(build: Build, split: str, index: int) -> str:
 
 def sample_rows(build: Build, split: str, k: int, *, seed: int) -> list[int]:
     if k < 1:
-        raise DatakitError(f"a sample needs at least 1 row (asked for {k})")
+        raise InspectError(f"a sample needs at least 1 row (asked for {k})")
     n = build.table(split).num_rows
     rng = np.random.default_rng(seed)
     return sorted(rng.choice(n, size=min(k, n), replace=False).tolist())
@@ -393,7 +393,7 @@ def sample_rows(build: Build, split: str, k: int, *, seed: int) -> list[int]:
 def grep_rows(build: Build, split: str, text: str, *, limit: int) -> list[int]:
     """Rows whose decoded text contains ``text`` (the first ``limit``)."""
     if build.tokenizer is None:
-        raise DatakitError(f"finding rows by their text needs the build's tokenizer: {build.tokenizer_error}")
+        raise InspectError(f"finding rows by their text needs the build's tokenizer: {build.tokenizer_error}")
     table = build.table(split)
     found = []
     for start in range(0, table.num_rows, 1000):

@@ -143,7 +143,6 @@ class Recipe:
     trust_remote_code: bool = False
     train: TrainConfig | None = None
     path: str | None = None
-    raw: dict = field(default_factory=dict)
 
     @property
     def is_sft(self) -> bool:
@@ -351,7 +350,6 @@ def from_dict(data: Any, *, base_dir: str | Path = ".", path: str | None = None)
         trust_remote_code=data.get("trust_remote_code", False),
         train=train,
         path=path,
-        raw=data,
     )
 
 
@@ -382,6 +380,5 @@ def load_recipe(path: str | Path) -> Recipe:
 def to_dict(recipe: Recipe) -> dict:
     """The resolved recipe as plain data, for the manifest."""
     out = dataclasses.asdict(recipe)
-    out.pop("raw", None)
     out["transforms"] = [{s["name"]: s["options"]} for s in out["transforms"]]
     return out

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from .errors import DatakitError
+from .errors import SplitError
 from .recipe import SplitConfig
 
 
@@ -19,9 +19,9 @@ def validation_count(val_set_size: float, n_rows: int) -> int:
         return 0
     n = math.ceil(val_set_size * n_rows) if val_set_size < 1 else int(val_set_size)
     if val_set_size >= 1 and val_set_size != int(val_set_size):
-        raise DatakitError(f"split.val_set_size: a count must be a whole number, got {val_set_size}")
+        raise SplitError(f"split.val_set_size: a count must be a whole number, got {val_set_size}")
     if n >= n_rows:
-        raise DatakitError(f"split.val_set_size: {val_set_size} asks for {n} validation rows but the "
+        raise SplitError(f"split.val_set_size: {val_set_size} asks for {n} validation rows but the "
                            f"build has only {n_rows} rows; lower it so that train keeps at least one")
     return n
 

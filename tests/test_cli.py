@@ -10,12 +10,11 @@ from datakit.cli import cli
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_every_command_has_help_with_an_example():
-    runner = CliRunner()
-    for name, command in cli.commands.items():
-        result = runner.invoke(cli, [name, "--help"])
-        assert result.exit_code == 0, name
-        assert "Example:" in result.output, f"{name} --help has no Example block"
+@pytest.mark.parametrize("name", sorted(cli.commands))
+def test_every_command_has_help_with_an_example(name):
+    result = CliRunner().invoke(cli, [name, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Example:" in result.output, f"{name} --help has no Example block"
 
 
 def _recipe(tmp_path, src, tokenizer, **extra):

@@ -19,7 +19,7 @@ import unicodedata
 import numpy as np
 import pyarrow as pa
 
-from ..errors import DatakitError
+from ..errors import StepError
 from ..recipe import DedupOptions
 from .base import BaseStep
 from .near import NearIndex
@@ -38,7 +38,7 @@ def default_fields(batch: pa.RecordBatch) -> list[str]:
     for fmt in ("text", "alpaca", "prompt_completion", "messages"):
         if DEFAULT_FIELDS[fmt][0] in batch.schema.names:
             return DEFAULT_FIELDS[fmt]
-    raise DatakitError("dedup/filter: rows have no text fields (text, instruction, prompt or messages)")
+    raise StepError("dedup/filter: rows have no text fields (text, instruction, prompt or messages)")
 
 
 def row_texts(batch: pa.RecordBatch, fields: list[str] | None) -> list[str]:
@@ -48,7 +48,7 @@ def row_texts(batch: pa.RecordBatch, fields: list[str] | None) -> list[str]:
     cols = []
     for f in fields:
         if f not in batch.schema.names:
-            raise DatakitError(f"dedup/filter: field '{f}' is not a column of these rows "
+            raise StepError(f"dedup/filter: field '{f}' is not a column of these rows "
                                f"(columns: {', '.join(n for n in batch.schema.names if not n.startswith('_'))})")
         values = batch.column(f).to_pylist()
         if f == "messages":

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..errors import DatakitError
+from ..errors import BuildNotFoundError
 
 MANIFEST = "manifest.json"
 
@@ -82,13 +82,13 @@ def read_manifest(path: str | Path) -> dict:
     """The manifest of the build at ``path``."""
     p = Path(path) / MANIFEST
     if not p.is_file():
-        raise DatakitError(f"{path} is not a datakit build (no {MANIFEST})")
+        raise BuildNotFoundError(f"{path} is not a datakit build (no {MANIFEST})")
     try:
         manifest = json.loads(p.read_text("utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise DatakitError(f"{p}: not valid JSON ({e}); the build is damaged, rebuild it") from None
+        raise BuildNotFoundError(f"{p}: not valid JSON ({e}); the build is damaged, rebuild it") from None
     if not isinstance(manifest, dict) or "datakit_version" not in manifest:
-        raise DatakitError(f"{p}: not a datakit manifest (no datakit_version)")
+        raise BuildNotFoundError(f"{p}: not a datakit manifest (no datakit_version)")
     return manifest
 
 
@@ -98,10 +98,10 @@ def load(path: str | Path):
 
     p = Path(path)
     if not (p / MANIFEST).is_file():
-        raise DatakitError(f"{p} is not a datakit build (no {MANIFEST})")
+        raise BuildNotFoundError(f"{p} is not a datakit build (no {MANIFEST})")
     if not (p / "dataset_dict.json").is_file():
         formats = ", ".join(read_manifest(p).get("formats", {}))
-        raise DatakitError(f"{p} holds {formats}, not the hf layout that datakit.load opens; "
+        raise BuildNotFoundError(f"{p} holds {formats}, not the hf layout that datakit.load opens; "
                            f"read its files as the README's Output formats section shows")
     return load_from_disk(str(p))
 
