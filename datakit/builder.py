@@ -5,11 +5,9 @@ read -> steps -> spill (an engine, ``engines/``) -> plan (``plan.py``) -> write 
 """
 from __future__ import annotations
 
-import gc
 import json
 import shutil
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,12 +41,11 @@ def run_build(recipe: Recipe | dict | str | Path, *, output: str | Path | None =
     recipe = _as_recipe(recipe)
     target = Path(output or recipe.output)
     protect = check_build_paths(recipe, target, overwrite=overwrite)  # before any work
-    with _no_cyclic_gc():
-        tokenizer = load_tokenizer(recipe.tokenizer, trust_remote_code=recipe.trust_remote_code)
-        # the steps close (a filter's rejects file goes into place) before the output is swapped in
-        with staged_output(target, overwrite=overwrite, protect=protect) as folder, \
-                opened_steps(recipe, tokenizer) as steps:
-            manifest = _build_into(folder, recipe, tokenizer, steps, engine=engine or LocalEngine(), silent=silent)
+    tokenizer = load_tokenizer(recipe.tokenizer, trust_remote_code=recipe.trust_remote_code)
+    # the steps close (a filter's rejects file goes into place) before the output is swapped in
+    with staged_output(target, overwrite=overwrite, protect=protect) as folder, \
+            opened_steps(recipe, tokenizer) as steps:
+        manifest = _build_into(folder, recipe, tokenizer, steps, engine=engine or LocalEngine(), silent=silent)
     return BuildResult(path=target, manifest=manifest, seconds=time.time() - t0)
 
 
@@ -58,21 +55,6 @@ def _as_recipe(recipe: Recipe | dict | str | Path) -> Recipe:
     if isinstance(recipe, dict):
         return from_dict(recipe, base_dir=Path.cwd())
     return load_recipe(recipe)
-
-
-@contextmanager
-def _no_cyclic_gc():
-    """A build makes millions of short-lived lists and dicts and almost no reference cycles (a
-    few hundred objects a build), so Python's cyclic collector, which runs every 700 new
-    containers and rescans the live ones, only costs time (~4% of a build). It is off while the
-    build runs and back on, as it was, afterwards; reference counting frees everything else."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _build_into(folder: Path, recipe: Recipe, tokenizer: Tokenizer, steps: list[Step], *, engine: Engine,

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import signal
 import sys
 
@@ -228,31 +227,6 @@ def merge(adapter_dir, output, base_model, trust_remote_code, silent):
         click.echo(f"wrote the merged model to {out}")
 
 
-class _NoPandas:
-    """A meta-path finder that makes ``pandas`` look absent (see ``_skip_pandas_probe``)."""
-
-    def find_spec(self, name, path=None, target=None):
-        if name == "pandas" or name.startswith("pandas."):
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return None
-
-
-def _skip_pandas_probe() -> None:
-    """pyarrow's first conversion of Python objects imports pandas (~0.25 s) to learn whether they
-    are DataFrames. A build hands pyarrow lists and NumPy arrays only, so the CLI lets that probe
-    find no pandas. pyarrow's own pandas functions still import pandas when called."""
-    if "pandas" in sys.modules:
-        return
-    import pyarrow as pa
-
-    finder = _NoPandas()
-    sys.meta_path.insert(0, finder)
-    try:
-        pa.array([0])
-    finally:
-        sys.meta_path.remove(finder)
-
-
 def main() -> None:
     """The ``datakit`` console script."""
     try:
@@ -264,27 +238,15 @@ def main() -> None:
 
 
 def _main() -> None:
-    if sys.argv[1:2] in (["build"], ["inspect"], ["validate"]):
-        # These commands never multiply matrices: with one BLAS thread, none sits spinning on a
-        # core the tokenizer needs (NumPy reads this when it loads, which is after this line).
-        if "numpy" not in sys.modules:
-            os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-        _skip_pandas_probe()
-    if sys.argv[1:2] != ["build"]:
+    from . import startup
+
+    command = sys.argv[1] if len(sys.argv) > 1 else None
+    startup.prepare(command)
+    if command != "build":
         cli(prog_name="datakit")
         return
     try:
         cli(prog_name="datakit")
     except SystemExit as e:
-        code = e.code
-    else:
-        code = 0
-    # A finished build has written, closed and renamed everything it made, and no thread of it
-    # is left: skip the interpreter's teardown, which spends ~50 ms freeing the objects of the
-    # tokenizer and the libraries one by one.
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except OSError:  # a closed pipe (`datakit build ... | head`)
-            pass
-    os._exit(code if isinstance(code, int) else (0 if code is None else 1))
+        startup.finish(e.code)
+    startup.finish(0)
