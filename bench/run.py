@@ -1,7 +1,7 @@
 """Benchmark datakit against the peer baselines in ../shared/bench, measured in the same run.
 
 usage: python bench/run.py [--shared ../shared] [--work /tmp/datakit-bench] [--mb 32] [--repeat 1]
-                           [--only pretrain,memory,sft,dedup]
+                           [--only pretrain,memory,sft,dedup,chat,pack,formats]
 
 Every command runs in its own process under a small wrapper that reports wall time and peak RSS
 (ru_maxrss of the process tree). Ratios are taken between numbers of this run only. Targets:
@@ -18,6 +18,8 @@ Every command runs in its own process under a small wrapper that reports wall ti
   pack      best-fit packing of the 20,000 alpaca rows at block_size 2048: >= 99% of the token slots
             filled, and TRL's pack_dataset(strategy="bfd") efficiency on the same rows; 1,000,000 rows
             (lengths drawn from those rows) planned in <= 2 s
+  formats   each extra output format (parquet, megatron, mds) adds <= 10% to the wall time of the
+            pretraining build and of the sft build (hf alone vs hf + the format, runs interleaved)
 """
 from __future__ import annotations
 
@@ -79,21 +81,23 @@ def write_recipe(work: Path, name: str, body: dict) -> Path:
     return p
 
 
-def pretrain_recipe(work, corpus, tok, out):
+def pretrain_recipe(work, corpus, tok, out, formats=None):
     return write_recipe(work, out.name, {
         "tokenizer": str(tok), "sources": [{"path": str(corpus), "format": "text"}],
         "transforms": [{"tokenize": {}}, {"pack": {"block_size": 1024, "eos": "per_document"}}],
-        "split": {"val_set_size": 0.05, "seed": 42}, "output": str(out)})
+        "split": {"val_set_size": 0.05, "seed": 42},
+        "output": str(out) if formats is None else {"path": str(out), "formats": formats}})
 
 
-def sft_recipe(work, data, tok, out, dedup=False):
+def sft_recipe(work, data, tok, out, dedup=False, formats=None):
     steps = [{"dedup": {"mode": "near", "threshold": 0.8}}] if dedup else []
     steps += [{"template": "alpaca"}, {"tokenize": {"cutoff_len": 256, "add_eos_token": True,
                                                     "train_on_inputs": False}}]
     # near-dedup leaves ~2,000 of the 20,000 rows (the corpus repeats 1,999 real rows ten times)
     return write_recipe(work, out.name, {
         "tokenizer": str(tok), "sources": [{"path": str(data), "format": "alpaca"}],
-        "transforms": steps, "split": {"val_set_size": 200 if dedup else 2000, "seed": 42}, "output": str(out)})
+        "transforms": steps, "split": {"val_set_size": 200 if dedup else 2000, "seed": 42},
+        "output": str(out) if formats is None else {"path": str(out), "formats": formats}})
 
 
 def line(label, value, target, ok):
@@ -398,13 +402,39 @@ def _trl_pack(train, block, lengths, packed_dir):
     line("datakit packs == TRL whole-split packs (seq_lens)", "same" if same else "differ", "same", same)
 
 
+def bench_formats(args, p, dk):
+    """Each extra format's cost: a build with hf alone against hf + that format, the runs interleaved
+    (``--repeat`` rounds, the fastest of each kept) so that machine load hits them alike."""
+    work = args.work
+    cases = {"pretrain": (lambda name, formats: pretrain_recipe(work, p["c1"] / "corpus.jsonl", p["tok"],
+                                                                  work / name, formats),
+                          ["parquet", "megatron", "mds"]),
+             "sft": (lambda name, formats: sft_recipe(work, p["c1"] / "alpaca.json", p["tok"], work / name,
+                                                      formats=formats), ["parquet", "mds"])}
+    for kind, (make, extra) in cases.items():
+        variants = {"hf": ["hf"], **{f"hf+{f}": ["hf", f] for f in extra}, "all": ["hf", *extra]}
+        recipes = {name: make(f"fmt_{kind}_{name.replace('+', '_')}", formats) for name, formats in variants.items()}
+        walls: dict[str, float] = {}
+        for _ in range(max(args.repeat, 2)):
+            for name, recipe in recipes.items():
+                run = measure([*dk, "build", recipe, "--overwrite", "--silent"])
+                walls[name] = min(walls.get(name, run["wall"]), run["wall"])
+        what = "32 MB corpus, block 1024" if kind == "pretrain" else "20,000 alpaca rows, cutoff 256"
+        print(f"formats ({kind}: {what}): fastest of {max(args.repeat, 2)} interleaved runs")
+        for name, wall in walls.items():
+            print(f"  {name:<30} wall {wall:6.2f} s")
+        for f in extra:
+            ratio = walls[f"hf+{f}"] / walls["hf"]
+            line(f"{kind}: hf+{f} wall / hf wall", f"{ratio:.3f}x", "<= 1.10x", ratio <= 1.10)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
     ap.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "datakit-bench")
     ap.add_argument("--mb", type=float, default=32)
     ap.add_argument("--repeat", type=int, default=1, help="runs per command; the fastest is kept")
-    ap.add_argument("--only", default="pretrain,memory,sft,dedup,chat,pack")
+    ap.add_argument("--only", default="pretrain,memory,sft,dedup,chat,pack,formats")
     args = ap.parse_args()
     args.shared = args.shared.resolve()
     bench = args.shared / "bench"
@@ -421,6 +451,8 @@ def main():
         bench_chat(args, p, bench, dk)
     if "pack" in only:
         bench_pack(args, p, dk)
+    if "formats" in only:
+        bench_formats(args, p, dk)
 
 
 if __name__ == "__main__":

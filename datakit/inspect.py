@@ -64,7 +64,13 @@ def open_build(path: str | Path, *, load_tokenizer: bool = True) -> Build:
     if not p.is_dir():
         raise BuildNotFoundError(f"{p}: no such folder" if not p.exists() else f"{p} is a file, not a build folder")
     manifest = read_manifest(p)
-    splits = {name: _read_split(p, name) for name in _json_file(p / "dataset_dict.json", "splits")}
+    if not (p / "dataset_dict.json").exists() and (p / "parquet").is_dir():  # output.formats without hf
+        splits = {name: _read_parquet_split(p / "parquet" / str(name)) for name in manifest.get("splits", {})}
+    elif not (p / "dataset_dict.json").exists() and "hf" not in manifest.get("formats", {"hf": {}}):
+        raise DatakitError(f"{p} holds {', '.join(manifest['formats'])}; datakit inspect reads the hf or "
+                           f"parquet layout (add one to output.formats)")
+    else:
+        splits = {name: _read_split(p, name) for name in _json_file(p / "dataset_dict.json", "splits")}
     build = Build(p, manifest, splits)
     if load_tokenizer:
         _attach_tokenizer(build)
@@ -98,6 +104,15 @@ def _read_split(folder: Path, name: str) -> pa.Table:
     if not tables:
         raise BuildNotFoundError(f"{folder / str(name) / 'state.json'}: lists no data files; rebuild the build")
     return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+
+
+def _read_parquet_split(folder: Path) -> pa.Table:
+    import pyarrow.parquet as pq
+
+    files = sorted(folder.glob("*.parquet"))
+    if not files:
+        raise DatakitError(f"{folder}: no Parquet files; the build is damaged, rebuild it")
+    return pa.concat_tables([pq.read_table(f) for f in files])
 
 
 def _attach_tokenizer(build: Build) -> None:
