@@ -267,6 +267,9 @@ def _semantic_problems(data: dict) -> list[str]:
     if sft and isinstance(output, dict) and "megatron" in _formats(output):
         problems.append("output.formats: megatron holds pretraining documents (Megatron's indexed dataset has "
                         "no labels); write instruction data as mds (llm-foundry), parquet or hf")
+    if sft and isinstance(output, dict) and "mds" in _formats(output) and "pack" in steps:
+        problems.append("output.formats: mds holds instruction rows one by one for llm-foundry, which packs "
+                        "them itself (packing_ratio); drop `pack` from transforms, or mds from the formats")
     for i, s in enumerate(data["sources"]):
         if s.get("document_separator") is not None and s.get("format", "text") != "text":
             problems.append(f"sources[{i}].document_separator: only applies to format text")

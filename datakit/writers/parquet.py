@@ -44,8 +44,9 @@ class ParquetWriter:
         self._rows = 0
 
     def write(self, batch: pa.RecordBatch) -> None:
-        if self._schema is None:
-            self._schema = batch.schema
+        if self._schema is None:  # the build's list columns, with their `datasets` Features
+            self._schema = output_schema({f.name: f.type.value_type for f in batch.schema})
+        batch = batch.replace_schema_metadata(self._schema.metadata)
         if self._writer is None:
             path = self.folder / f".part-{len(self._parts):05d}.parquet"
             self._sink = pa.OSFile(str(path), "wb")

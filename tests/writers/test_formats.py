@@ -1,10 +1,9 @@
 """``output.formats``: several formats from one build, every file in the manifest, all staged together."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import numpy as np
+import datasets
 import polars as pl
 import pytest
 
@@ -59,6 +58,9 @@ def test_one_build_writes_every_format_and_lists_every_file(tmp_path, make_recip
         for fmt in ("hf", "parquet", "mds"):
             assert sum(f["rows"] or 0 for f in files if f["format"] == fmt and f["split"] == split) == n, fmt
         df = pl.read_parquet(out / "parquet" / split / "*.parquet")
+        features = datasets.load_dataset("parquet", data_files=str(out / "parquet" / split / "*.parquet"),
+                                         split="train", cache_dir=str(tmp_path / "cache")).features
+        assert features == datakit.load(out)[split].features
         assert df["input_ids"].to_list() == ids and df["labels"].to_list() == labels
         assert df.schema["attention_mask"] == pl.List(pl.Int8)
         samples = read_split(out / "mds" / split)
@@ -149,3 +151,10 @@ def test_a_build_without_hf_says_how_to_read_it(tmp_path, make_recipe):
     assert not (tmp_path / "build" / "dataset_dict.json").exists()
     with pytest.raises(DatakitError, match="holds parquet, megatron, not the hf layout"):
         datakit.load(tmp_path / "build")
+
+
+def test_mds_is_refused_for_packed_instruction_rows():
+    recipe = _alpaca({"path": "x", "formats": ["hf", "mds"]})
+    recipe["transforms"].append({"pack": {"block_size": 512, "strategy": "bfd"}})
+    with pytest.raises(RecipeError, match="output.formats: mds holds instruction rows one by one"):
+        datakit.recipe.from_dict(recipe)
