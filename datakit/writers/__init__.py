@@ -29,6 +29,7 @@ from ..errors import OutputError
 from ..recipe import OutputOptions
 from .arrow import FEATURES, ArrowWriter, output_schema
 from .atomic import staged_output
+from .background import BackgroundSink
 from .files import FileEntry, parse_size
 from .spill import SpillWriter
 
@@ -79,15 +80,17 @@ class PerSplit:
 
 
 class _Recorded:
+    """Runs ``sink`` in a thread of its own and records what it wrote and counted."""
+
     def __init__(self, sink, files: list[FileEntry], stats: Counter):
-        self.sink, self.files, self.stats = sink, files, stats
+        self.sink, self.files, self.stats = BackgroundSink(sink), files, stats
 
     def write(self, batch: pa.RecordBatch) -> None:
         self.sink.write(batch)
 
     def close(self) -> None:
         self.files.extend(self.sink.close())
-        self.stats.update(getattr(self.sink, "stats", {}))
+        self.stats.update(getattr(self.sink.sink, "stats", {}))
 
 
 def _parquet(ctx: WriteContext) -> Writer:
