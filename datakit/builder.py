@@ -105,8 +105,9 @@ def _build_into(folder: Path, recipe: Recipe, tokenizer: Tokenizer, steps: list[
         lengths=lengths,
         timings=_timings(recipe, steps, {**dict(zip(row_steps, produced.seconds)),
                                          **dict(zip(split_steps, split_seconds))}))
-    manifest["formats"] = {w.name: dict(sorted(w.stats.items())) for w in writers}
-    manifest["files"] = sorted((f for w in writers for f in w.files), key=lambda f: f["path"])
+    # per format: every file it wrote (path, split, rows, bytes) and what it counted
+    manifest["formats"] = {w.name: {**dict(sorted(w.stats.items())),
+                                    "files": sorted(w.files, key=lambda f: f["path"])} for w in writers}
     write_manifest(folder, manifest)
     return manifest
 

@@ -1,6 +1,7 @@
 """``output.formats``: several formats from one build, every file in the manifest, all staged together."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import datasets
@@ -47,7 +48,9 @@ def test_one_build_writes_every_format_and_lists_every_file(tmp_path, make_recip
     output = {"path": str(out), "formats": ["hf", "parquet", "mds"], "parquet": {"compression": "snappy"},
               "mds": {"shard_size": 2_000}}
     result = datakit.run_build(make_recipe(_alpaca(output)), silent=True)
-    files = result.manifest["files"]
+    on_disk = json.loads((out / "manifest.json").read_text())
+    assert on_disk["formats"] == result.manifest["formats"]
+    files = [f for fmt in result.manifest["formats"].values() for f in fmt["files"]]
     assert {f["path"]: f["bytes"] for f in files} == _on_disk(out)
     assert {f["format"] for f in files} == {"hf", "parquet", "mds"}
     assert list(result.manifest["formats"]) == ["hf", "parquet", "mds"]
@@ -72,8 +75,8 @@ def test_one_build_writes_every_format_and_lists_every_file(tmp_path, make_recip
 
 def test_a_plain_output_path_is_the_hf_layout_alone(tmp_path, make_recipe):
     result = datakit.run_build(make_recipe(_alpaca(str(tmp_path / "build"))), silent=True)
-    assert result.manifest["formats"] == {"hf": {}}
-    assert {f["format"] for f in result.manifest["files"]} == {"hf"}
+    assert list(result.manifest["formats"]) == ["hf"]
+    assert {f["format"] for f in result.manifest["formats"]["hf"]["files"]} == {"hf"}
     assert not (tmp_path / "build" / "parquet").exists()
 
 

@@ -116,7 +116,7 @@ def test_the_documents_are_the_stream_that_pack_cuts_into_the_blocks(tmp_path, m
     if eos == "per_document":  # the blocks are the same stream, cut every 64 tokens
         blocks = [t for row in datakit.load(out)["train"]["input_ids"] for t in row]
         assert [t for d in docs for t in d][:len(blocks)] == blocks
-    bins = [f for f in result.manifest["files"] if f["format"] == "megatron" and f["path"].endswith(".bin")]
+    bins = [f for f in result.manifest["formats"]["megatron"]["files"] if f["path"].endswith(".bin")]
     assert [(f["path"], f["rows"]) for f in bins] == [("megatron/train.bin", len(docs))]
     assert result.manifest["formats"]["megatron"]["train_tokens"] == sum(map(len, docs))
 
