@@ -11,19 +11,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .engines import Engine, LocalEngine
+from .engines import Engine, make_engine
 from .errors import EmptyBuildError, OutputError
 from .plan import group_merges, plan_splits
 from .progress import Progress
 from .recipe import Recipe, from_dict, load_recipe, to_dict
 from .sources import input_bytes
-from .stages import write
 from .tokenization import Tokenizer, load_tokenizer
 from .transforms import Step, opened_steps
 from .writers import DOCUMENT_FORMATS, WriteContext, make_writers, staged_output
 from .writers.documents import tap_documents, write_documents
-from .writers.manifest import assemble, inputs_fingerprint, load, nest_counts, write_manifest
 from .writers.spill import SpillWriter
+from .writers.manifest import assemble, inputs_fingerprint, load, nest_counts, write_manifest
 from .writers.target import check_build_paths
 
 
@@ -35,17 +34,22 @@ class BuildResult:
 
 
 def run_build(recipe: Recipe | dict | str | Path, *, output: str | Path | None = None, overwrite: bool = False,
-              silent: bool = False, engine: Engine | None = None) -> BuildResult:
-    """Build ``recipe`` into its output folder (or ``output``) and return where and what was written."""
+              silent: bool = False, engine: Engine | str | None = None) -> BuildResult:
+    """Build ``recipe`` into its output folder (or ``output``) and return where and what was written.
+    ``engine`` is ``"local"`` (the default), ``"ray"`` or an engine object (``engines/``)."""
     t0 = time.time()
+    engine = make_engine(engine)
     recipe = _as_recipe(recipe)
     target = Path(output or recipe.output)
     protect = check_build_paths(recipe, target, overwrite=overwrite)  # before any work
     tokenizer = load_tokenizer(recipe.tokenizer, trust_remote_code=recipe.trust_remote_code)
     # the steps close (a filter's rejects file goes into place) before the output is swapped in
-    with staged_output(target, overwrite=overwrite, protect=protect) as folder, \
-            opened_steps(recipe, tokenizer) as steps:
-        manifest = _build_into(folder, recipe, tokenizer, steps, engine=engine or LocalEngine(), silent=silent)
+    try:
+        with staged_output(target, overwrite=overwrite, protect=protect) as folder, \
+                opened_steps(recipe, tokenizer) as steps:
+            manifest = _build_into(folder, recipe, tokenizer, steps, engine=engine, silent=silent)
+    finally:
+        getattr(engine, "close", lambda: None)()  # a cluster the engine started for the build
     return BuildResult(path=target, manifest=manifest, seconds=time.time() - t0)
 
 
@@ -61,7 +65,7 @@ def _build_into(folder: Path, recipe: Recipe, tokenizer: Tokenizer, steps: list[
                 silent: bool) -> dict:
     """Run the stages into the staging ``folder``; returns the manifest written there."""
     progress = Progress(total=input_bytes(recipe.sources), silent=silent, sft=recipe.is_sft)
-    rows = SpillWriter(folder / ".spill")
+    rows = engine.rows(folder / ".spill")
     split_steps = [s for s in steps if s.after_split]
     row_steps = [s for s in steps if not s.after_split]
     documents = None  # the documents before `pack`, for the formats that want them
@@ -89,9 +93,9 @@ def _build_into(folder: Path, recipe: Recipe, tokenizer: Tokenizer, steps: list[
                            vocab_size=tokenizer.vocab_size, eos_id=tokenizer.eos_id)
     writers = make_writers(recipe.output_options.formats, context=context)
     split_seconds = [0.0] * len(split_steps)
-    splits = write(plan, rows, folder, writers=[w for w in writers if not w.documents], split_steps=split_steps,
-                   seconds=split_seconds,
-                   on_rows=bar.update if bar else (lambda n: None))
+    splits = engine.write(plan, rows, folder, writers=[w for w in writers if not w.documents],
+                          split_steps=split_steps, seconds=split_seconds,
+                          on_rows=bar.update if bar else (lambda n: None))
     if bar:
         bar.close()
     if documents is not None:
@@ -108,6 +112,8 @@ def _build_into(folder: Path, recipe: Recipe, tokenizer: Tokenizer, steps: list[
     # per format: every file it wrote (path, split, rows, bytes) and what it counted
     manifest["formats"] = {w.name: {**dict(sorted(w.stats.items())),
                                     "files": sorted(w.files, key=lambda f: f["path"])} for w in writers}
+    if hasattr(engine, "describe"):
+        manifest["engine"] = engine.describe()
     write_manifest(folder, manifest)
     return manifest
 

@@ -53,19 +53,27 @@ def cli():
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.option("--output", "-o", type=click.Path(file_okay=False), help="Write here instead of the recipe's `output`.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing build at the output folder.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Where the steps run: this process, or a Ray cluster (pip install 'datakit[ray]').")
+@click.option("--address", default=None, envvar="RAY_ADDRESS",
+              help="The Ray cluster to join (default: RAY_ADDRESS, else a local one for the build).")
 @silent_option
 @handle_errors
-def build(recipe, output, overwrite, silent):
+def build(recipe, output, overwrite, engine, address, silent):
     """Build the dataset a RECIPE describes.
 
     Example:
 
         datakit build recipes/pretrain.yaml --overwrite
+        datakit build recipes/pretrain.yaml --engine ray --address ray://head:10001
     """
     from .builder import run_build
+    from .engines import make_engine
     from .summary import build_summary
 
-    result = run_build(recipe, output=output, overwrite=overwrite, silent=silent)
+    options = {"address": address} if engine == "ray" else {}
+    result = run_build(recipe, output=output, overwrite=overwrite, silent=silent,
+                       engine=make_engine(engine, **options))
     if not silent:
         click.echo(build_summary(result))
 

@@ -87,3 +87,7 @@ class InspectError(DatakitError):
 
 class TrainError(DatakitError):
     """The trainer cannot run on the given data or model."""
+
+
+class EngineError(DatakitError):
+    """The engine cannot run: Ray is missing or its cluster cannot be reached."""

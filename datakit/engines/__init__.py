@@ -10,6 +10,7 @@ in ``step.stats``.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 from ..progress import Progress
@@ -23,9 +24,35 @@ from .local import LocalEngine
 class Engine(Protocol):
     name: str
 
+    def rows(self, folder: Path) -> SpillWriter:
+        """Where the built rows go (``folder`` is inside the staged output)."""
+
     def run(self, recipe: Recipe, steps: list[Step], rows: SpillWriter, *, progress: Progress) -> Produced: ...
 
+    def write(self, plan, rows: SpillWriter, folder: Path, **options) -> dict[str, dict]:
+        """The write stage: ``stages.write`` (same options), or the same result made elsewhere."""
 
-ENGINES = {"local": LocalEngine}
 
-__all__ = ["ENGINES", "Engine", "LocalEngine"]
+def _ray(**options):
+    from .ray import RayEngine
+
+    return RayEngine(**options)
+
+
+ENGINES = {"local": LocalEngine, "ray": _ray}
+
+
+def make_engine(engine: "Engine | str | None" = None, **options) -> Engine:
+    """An engine by name (``local``, ``ray``) with its options, or the engine object given."""
+    if engine is None:
+        engine = "local"
+    if not isinstance(engine, str):
+        return engine
+    if engine not in ENGINES:
+        from ..errors import EngineError
+
+        raise EngineError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
+    return ENGINES[engine](**options)
+
+
+__all__ = ["ENGINES", "Engine", "LocalEngine", "make_engine"]

@@ -1,18 +1,26 @@
 """The local engine: one process, the executor's threads (reading ahead, tokenizing in parallel)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..counts import Counts
 from ..executor import run_chain
 from ..progress import Progress
 from ..recipe import Recipe
 from ..sources import FileInfo
-from ..stages import Produced, read, shards
+from ..stages import Produced, read, shards, write
 from ..transforms.base import Step
 from ..writers.spill import SpillWriter
 
 
 class LocalEngine:
     name = "local"
+
+    def rows(self, folder: Path) -> SpillWriter:
+        return SpillWriter(folder)
+
+    def write(self, plan, rows: SpillWriter, folder: Path, **options) -> dict[str, dict]:
+        return write(plan, rows, folder, **options)
 
     def run(self, recipe: Recipe, steps: list[Step], rows: SpillWriter, *, progress: Progress) -> Produced:
         files: list[FileInfo] = []

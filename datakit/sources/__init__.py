@@ -12,9 +12,9 @@ from ..recipe import SourceConfig
 from ..columns import numeric_array, with_columns
 from .formats import SCHEMAS, to_batch
 from .paths import expand
-from .readers import FileInfo, read_file
+from .readers import FileInfo, Span, read_file
 
-__all__ = ["SCHEMAS", "FileInfo", "expand", "input_bytes", "read_source"]
+__all__ = ["SCHEMAS", "FileInfo", "Span", "expand", "input_bytes", "read_part", "read_source"]
 
 
 def input_bytes(sources: list[SourceConfig]) -> int:
@@ -37,16 +37,27 @@ def read_source(cfg: SourceConfig, *, files: list[FileInfo], index: int = 0, fir
     for path in expand(cfg.path):
         info = FileInfo(path=str(path))
         files.append(info)
-        for chunk in read_file(Path(path), info, separator=cfg.document_separator):
-            info.bytes += chunk.nbytes
-            on_bytes(chunk.nbytes)
-            if chunk.rows:
-                info.records += len(chunk.rows)
-                batch = to_batch(cfg.format, chunk.rows, chunk.wheres, cfg.columns)
-                n = batch.num_rows
-                yield with_columns(batch, {"_source": numeric_array(np.full(n, index, np.int32), pa.int32()),
-                                           "_group": numeric_array(np.arange(row, row + n), pa.int64())})
-                row += n
+        for batch in read_part(cfg, Path(path), info, index=index, first_row=row, on_bytes=on_bytes):
+            row += batch.num_rows
+            yield batch
         info.sha256 = info._hash.hexdigest()
         if info.records == 0:
             raise SourceError("empty input: no records", file=str(path))
+
+
+def read_part(cfg: SourceConfig, path: Path, info: FileInfo, *, index: int, first_row: int,
+              span: Span | None = None, on_bytes: Callable[[int], None] = lambda n: None
+              ) -> Iterator[pa.RecordBatch]:
+    """One file of a source (or, with ``span``, one byte range of a JSON Lines file) as canonical
+    batches with the provenance columns; ``info`` counts its bytes and records."""
+    row = first_row
+    for chunk in read_file(path, info, separator=cfg.document_separator, span=span):
+        info.bytes += chunk.nbytes
+        on_bytes(chunk.nbytes)
+        if chunk.rows:
+            info.records += len(chunk.rows)
+            batch = to_batch(cfg.format, chunk.rows, chunk.wheres, cfg.columns)
+            n = batch.num_rows
+            yield with_columns(batch, {"_source": numeric_array(np.full(n, index, np.int32), pa.int32()),
+                                       "_group": numeric_array(np.arange(row, row + n), pa.int64())})
+            row += n

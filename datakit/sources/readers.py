@@ -34,6 +34,10 @@ class Chunk:
     nbytes: int = 0
 
 
+# A byte range of a file, cut where a line starts: (start, end, number of the first line).
+Span = tuple[int, int, int]
+
+
 @dataclass
 class FileInfo:
     path: str
@@ -51,11 +55,17 @@ def _decode(raw: bytes, file: str, first_line: int) -> str:
         raise SourceError(f"invalid UTF-8 (byte 0x{raw[e.start]:02x})", file=file, line=line) from None
 
 
-def read_jsonl(path: Path, info: FileInfo) -> Iterator[Chunk]:
+def read_jsonl(path: Path, info: FileInfo, *, span: "Span | None" = None) -> Iterator[Chunk]:
+    """JSON Lines, one record per non-blank line; ``span`` reads only the lines of a byte range."""
     name = str(path)
     rows, wheres, nbytes = [], [], 0
+    pos, end, first_line = span if span is not None else (0, None, 1)
     with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
+        f.seek(pos)
+        for lineno, raw in enumerate(f, first_line):
+            if end is not None and pos >= end:
+                break
+            pos += len(raw)
             info._hash.update(raw)
             nbytes += len(raw)
             if lineno == 1:
@@ -254,12 +264,16 @@ def _rebatch(reader):
             yield batch.slice(start, CHUNK_ROWS)
 
 
-def read_file(path: Path, info: FileInfo, *, separator: str | None = None) -> Iterator[Chunk]:
+def read_file(path: Path, info: FileInfo, *, separator: str | None = None,
+              span: "Span | None" = None) -> Iterator[Chunk]:
+    """The file's records a chunk at a time; ``span`` (JSON Lines only) reads one byte range."""
     if is_dataset_folder(path):
         return read_dataset_folder(path, info)
     suffix = path.suffix.lower()
     if suffix in JSONL_SUFFIXES:
-        return read_jsonl(path, info)
+        return read_jsonl(path, info, span=span)
+    if span is not None:
+        raise ValueError(f"{path}: only JSON Lines files are read by byte range")
     if suffix == ".json":
         return read_json(path, info)
     if suffix == ".parquet":

@@ -1,0 +1,281 @@
+"""The Ray Data engine: the recipe's own steps over explicit shards on a Ray cluster.
+
+    read + per-shard steps (workers) -> global steps (dedup by hash partition, pretraining pack
+    per source) -> per-shard steps (workers) -> ... -> built rows in shard files
+
+Every phase is a Ray Data ``map_batches`` over one item per shard; a task builds the recipe's
+steps once per worker process (the same classes, options and tokenizer as the local engine),
+runs them with the local executor on its shard and writes the rows to an Arrow file in the
+build's staging folder. Only per-row metadata reaches the driver (see ``ray_rows``): the plan,
+the mixing and the split run on it exactly as for a local build, and the split files are then
+written by workers (``ray_write``). Row numbers, split groups and counts are those of a local
+build, so the rows, their order and the manifest's counts are the same.
+
+The staging folder, the inputs and the tokenizer must be paths that every node sees (a shared
+disk); on one machine that is any path.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..columns import row_offsets
+from ..counts import Counts
+from ..errors import EngineError
+from ..progress import Progress
+from ..recipe import Recipe
+from ..sources import FileInfo
+from ..stages import Produced
+from ..transforms.base import Step
+from .ray_rows import ShardRows
+from .ray_run import STAGES, run_tasks
+from .ray_tasks import _first_pass_task, _map_task, _pack_task, _read_task
+from .shards import SHARD_BYTES, ShardSpec, plan_shards, with_first_lines
+
+INSTALL = "the ray engine needs Ray Data: pip install 'datakit[ray]'"
+
+
+def _ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise EngineError(INSTALL) from None
+    return ray
+
+
+@dataclass
+class RayEngine:
+    """Run a build on Ray: the cluster at ``address`` (or ``RAY_ADDRESS``), else a local one
+    started for the build and stopped after it."""
+
+    address: str | None = None
+    shard_bytes: int = SHARD_BYTES
+    num_cpus: int | None = None
+    name: str = "ray"
+
+    def __post_init__(self):
+        _ray()  # one line saying what to install, before any work
+
+    def rows(self, folder: Path) -> ShardRows:
+        return ShardRows(folder)
+
+    def run(self, recipe: Recipe, steps: list[Step], rows: ShardRows, *, progress: Progress) -> Produced:
+        self.connect()
+        STAGES.clear()
+        return _Build(recipe, steps, rows, progress, self).run()
+
+    def write(self, plan, rows: ShardRows, folder: Path, **options) -> dict[str, dict]:
+        from .ray_write import write_splits
+
+        self.connect()
+        return write_splits(plan, rows, folder, **options)
+
+    def connect(self):
+        """Join the cluster at ``address``/``RAY_ADDRESS``, or start a local one; an existing
+        connection is used as it is. ``close`` leaves what ``connect`` started."""
+        ray = _ray()
+        if not ray.is_initialized():
+            address = self.address or os.environ.get("RAY_ADDRESS") or None
+            # a worker's error reaches the user as datakit's one line, not as Ray's log of it
+            for name in ("ray", "ray.data"):
+                logging.getLogger(name).setLevel(logging.CRITICAL)
+            try:
+                ray.init(address=address, num_cpus=None if address else self.num_cpus,
+                         include_dashboard=False, log_to_driver=False, configure_logging=False,
+                         logging_level="ERROR")
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                raise EngineError(f"cannot reach the Ray cluster at {address}: {e}") from None
+            self._started = True
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        ctx.execution_options.preserve_order = True
+        ctx.print_on_execution_start = False
+        return ray
+
+    def describe(self) -> dict:
+        """What the manifest records of the engine: its workers and each stage's times."""
+        ray = _ray()
+        workers = int(ray.cluster_resources().get("CPU", 0)) if ray.is_initialized() else None
+        return {"name": self.name, "workers": workers, "stages": list(STAGES)}
+
+    def close(self) -> None:
+        if getattr(self, "_started", False):
+            _ray().shutdown()
+            self._started = False
+
+
+def _segments(steps: list[Step]) -> list[tuple[str, int, int]]:
+    """The chain cut at its global steps: ("shard", a, b) runs steps[a:b] on every shard alone,
+    ("dedup", i, i+1) and ("pack", i, i+1) need rows from every shard."""
+    from ..transforms.dedup import Dedup
+    from ..transforms.pack import Pack
+
+    out, start = [], 0
+    for i, step in enumerate(steps):
+        kind = "dedup" if isinstance(step, Dedup) else "pack" if isinstance(step, Pack) else None
+        if kind:
+            out.append(("shard", start, i))
+            out.append((kind, i, i + 1))
+            start = i + 1
+    out.append(("shard", start, len(steps)))
+    return out
+
+
+class _Build:
+    def __init__(self, recipe: Recipe, steps: list[Step], rows: ShardRows, progress: Progress, engine: RayEngine):
+        self.recipe, self.steps, self.rows, self.progress = recipe, steps, rows, progress
+        from ..writers import DOCUMENT_FORMATS
+
+        documents = DOCUMENT_FORMATS & set(recipe.output_options.formats)
+        if documents:
+            raise EngineError(f"the {', '.join(sorted(documents))} output (documents before pack) is written by "
+                              "the local engine only; build it with engine 'local'")
+        ray = _ray()
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        # two shards per worker at least, so one slow shard is not the whole tail of the build
+        self.shards, self.paths = plan_shards(recipe, shard_bytes=engine.shard_bytes, min_shards=2 * cpus)
+        self.job = {"recipe": recipe, "folder": str(rows.folder), "steps": len(steps),
+                    "key": f"{os.getpid()}-{time.time_ns()}"}
+        self.seconds = [0.0] * len(steps)
+        self.read = 0  # rows read so far, for the progress bar
+
+    def run(self) -> Produced:
+        shards, sha = self._first_pass()
+        parts = self._read(shards)
+        files = self._files(parts, sha)
+        offsets = _offsets([p["records"] for p in parts])
+        current = [{"path": p["path"], "shard": p["shard"], "source": p["source"], "offset": int(o),
+                    "tokens": p["tokens"]}
+                   for p, o in zip(parts, offsets)]
+        metas = [p["meta"] for p in parts]
+        drops = None
+        for kind, a, b in _segments(self.steps)[1:]:
+            if kind == "dedup":
+                from .ray_dedup import dedup_decisions
+
+                if drops is not None:  # two dedup steps in a row: the first one's decisions first
+                    current, metas = self._map(current, a, a, drops=drops)
+                drops = dedup_decisions(self, current, [_arrays(m) for m in metas], index=a)
+            elif kind == "pack":
+                if drops is not None:
+                    current, metas = self._map(current, a, a, drops=drops)
+                    drops = None
+                current, metas = self._pack(current, a)
+            elif a < b or drops is not None:
+                current, metas = self._map(current, a, b, drops=drops)
+                drops = None
+        self._finish(current, metas)
+        counts = Counts()
+        counts.add("rows_read", sum(p["records"] for p in parts))
+        counts.add("rows_written", self.rows.rows)
+        counts.add("tokens_written", sum(c["tokens"] for c in current))
+        return Produced(files=files, seconds=self.seconds, counts=counts)
+
+    # -- passes ----------------------------------------------------------------------------------
+
+    def _first_pass(self) -> tuple[list[ShardSpec], dict[str, str]]:
+        """Line numbers of the ranges and the sha256 of the files cut in ranges."""
+        ranged = [s for s in self.shards if s.end is not None]
+        if not ranged:
+            return self.shards, {}
+        items = [{"count": [s.index, s.path, s.start, s.end]} for s in ranged]
+        items += [{"hash": p} for p in sorted({s.path for s in ranged})]
+        results = run_tasks(items, _first_pass_task, job={}, stage="lines and hashes")
+        counts = {r["index"]: r["lines"] for r in results if "lines" in r}
+        sha = {r["path"]: r["sha256"] for r in results if "sha256" in r}
+        return with_first_lines(self.shards, counts), sha
+
+    def _read(self, shards: list[ShardSpec]) -> list[dict]:
+        seg = _segments(self.steps)[0]
+        items = [{"spec": s.__dict__, "steps": [seg[1], seg[2]]} for s in shards]
+        return run_tasks(items, _read_task, job=self.job, stage="read + steps", data=True, on_result=self._tally)
+
+    def _map(self, current: list[dict], a: int, b: int, *, drops=None) -> tuple[list[dict], list]:
+        items = [{**c, "steps": [a, b], "drop": (drops or {}).get(c["shard"])} for c in current]
+        results = run_tasks(items, _map_task, job=self.job, stage=f"steps {a}-{b}", data=True, on_result=self._tally)
+        return _next(results)
+
+    def _pack(self, current: list[dict], i: int) -> tuple[list[dict], list]:
+        """Blocks never mix sources, and a source's stream is cut into blocks in order: one task
+        per source runs the pack step over that source's shards, in build order."""
+        by_source: dict[int, list[dict]] = {}
+        for c in current:
+            by_source.setdefault(c["source"], []).append(c)
+        items = [{"shard": min(c["shard"] for c in cs), "source": s, "parts": cs, "steps": [i, i + 1]}
+                 for s, cs in sorted(by_source.items())]
+        results = run_tasks(items, _pack_task, job=self.job, stage="pack", on_result=self._tally)
+        return _next(results)
+
+    def _tally(self, result: dict) -> None:
+        for k, stats in enumerate(result.get("stats", [])):
+            if stats:
+                self.steps[result["first_step"] + k].stats.merge(stats)
+        for k, seconds in enumerate(result.get("seconds", [])):
+            self.seconds[result["first_step"] + k] += seconds
+        self.progress.advance(result.get("nbytes", 0))
+        self.read += result.get("records", 0)
+        self.progress.update_counts(read=self.read, tokens=sum(s.stats["tokens_read"] for s in self.steps),
+                                    written=result.get("rows", 0))
+
+    def _files(self, parts: list[dict], sha: dict[str, str]) -> list[FileInfo]:
+        from ..errors import SourceError
+
+        infos = [FileInfo(path=p) for p in self.paths]
+        for p in parts:
+            info = infos[p["file"]]
+            info.bytes += p["nbytes"]
+            info.records += p["records"]
+            info.sha256 = sha.get(info.path) or p["sha256"]
+        for info in infos:
+            if info.records == 0:
+                raise SourceError("empty input: no records", file=info.path)
+        return infos
+
+    def _finish(self, current: list[dict], metas: list[dict]) -> None:
+        keep = [(c, m) for c, m in zip(current, metas) if c["path"]]
+        metas = [_arrays(m) for _, m in keep]
+        for (c, _), m in zip(keep, metas):
+            m["group"] = np.where(m["group"] >= 0, m["group"] + c["offset"], m["group"])
+        self.rows.set([c["path"] for c, _ in keep], metas)
+        self._merge_rejects(current)
+
+    def _merge_rejects(self, current) -> None:
+        """Rows a filter rejected on the workers, into the build's rejects file, in build order."""
+        from ..transforms.filter import Filter
+
+        for k, step in enumerate(self.steps):
+            if isinstance(step, Filter) and step.rejects is not None:
+                names = sorted(Path(self.job["folder"]).glob(f"rejects-{k}-*.jsonl"),
+                               key=lambda p: int(p.stem.rsplit("-", 1)[1]))
+                out = step.rejects.file or step.rejects.open()
+                for name in names:
+                    with open(name, encoding="utf-8") as f:
+                        for line in f:
+                            out.write(line)
+                    name.unlink()
+
+
+def _offsets(counts: list[int]) -> np.ndarray:
+    """Where each shard's rows start in build order."""
+    return row_offsets(np.asarray(counts, np.int64))[:-1]
+
+
+def _next(results: list[dict]) -> tuple[list[dict], list]:
+    current = [{"path": r["path"], "shard": r["shard"], "source": r["source"], "offset": r["offset"],
+                "tokens": r["tokens"]}
+               for r in results]
+    return current, [r["meta"] for r in results]
+
+
+def _arrays(meta: dict) -> dict[str, np.ndarray]:
+    from .ray_rows import META
+
+    return {k: np.asarray(meta[k], dtype=t) for k, t in META.items()}
+
+

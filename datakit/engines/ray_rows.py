@@ -1,0 +1,146 @@
+"""Built rows that live in per-shard Arrow files written by the workers of a distributed engine.
+
+The driver keeps only what the split plan reads, per row: its length, source, split group and
+content hash (8 + 4 + 8 + 8 = 28 bytes, 28 MB per million rows). The rows themselves stay in
+the files, on storage every node sees, and are gathered from there by whoever writes a split.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from ..columns import MODEL_COLUMNS as COLUMNS
+from ..columns import flat_lists
+from ..writers.spill import _row_hashes
+
+META = {"lengths": np.int64, "source": np.int32, "group": np.int64, "hash": np.uint64}
+
+
+def row_meta(batch: pa.RecordBatch | pa.Table) -> dict[str, np.ndarray]:
+    """The plan's metadata of rows (a row without ``_group`` has -1: no group yet). Rows that are
+    not tokenized yet (a shard between two steps) have length 0 and hash 0."""
+    names = batch.schema.names
+    if "_source" not in names:
+        raise ValueError("rows lack the provenance column _source")
+    n = batch.num_rows
+    group = batch.column("_group") if "_group" in names else None
+    meta = {"lengths": np.zeros(n, np.int64), "source": _numpy(batch.column("_source"), np.int32),
+            "group": np.full(n, -1, np.int64) if group is None else _numpy(group, np.int64),
+            "hash": np.zeros(n, np.uint64)}
+    if "input_ids" in names:
+        values, lengths = flat_lists(batch.column("input_ids"))
+        meta["lengths"] = lengths.astype(np.int64)
+        meta["hash"] = _row_hashes(np.ascontiguousarray(values, dtype=np.int32), lengths)
+    return meta
+
+
+def _numpy(column, dtype) -> np.ndarray:
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    return column.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+
+
+def empty_meta() -> dict[str, np.ndarray]:
+    return {k: np.zeros(0, t) for k, t in META.items()}
+
+
+def model_columns(schema: pa.Schema) -> list[str]:
+    """What a writer gets of a row: the model columns (input_ids, attention_mask, labels first,
+    then any other column a step added, such as position_ids), never the provenance ones."""
+    names = [n for n in COLUMNS if n in schema.names]
+    return names + [n for n in schema.names if n not in COLUMNS and not n.startswith("_")]
+
+
+class ShardRows:
+    """The rows of a build as a list of Arrow files (in build order) plus their metadata.
+
+    It has what ``plan.plan_splits`` and ``stages.SplitRows`` read of a ``SpillWriter``:
+    ``rows``, ``lengths``, ``meta(key)`` and ``gather(indices, offsets)``."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.files: list[str] = []
+        self._starts = np.zeros(1, np.int64)
+        self._meta = empty_meta()
+        self._tables: dict[int, pa.Table] = {}
+
+    def set(self, files: list[str], metas: list[dict[str, np.ndarray]]) -> None:
+        """The built rows: ``files[i]`` holds the rows that ``metas[i]`` describes, in order."""
+        self.files = list(files)
+        counts = [len(m["lengths"]) for m in metas]
+        self._starts = np.zeros(len(counts) + 1, np.int64)
+        np.cumsum(counts, out=self._starts[1:])
+        self._meta = {k: np.concatenate([m[k] for m in metas]).astype(t, copy=False) if metas else np.zeros(0, t)
+                      for k, t in META.items()}
+        self._tables = {}
+
+    @property
+    def rows(self) -> int:
+        return int(self._starts[-1])
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return self._meta["lengths"]
+
+    def meta(self, key: str) -> np.ndarray:
+        return self._meta[key]
+
+    def _table(self, part: int) -> pa.Table:
+        table = self._tables.get(part)
+        if table is None:
+            table = self._tables[part] = read_rows(self.files[part])
+        return table
+
+    def gather(self, rows: np.ndarray, offsets: np.ndarray | None = None) -> pa.RecordBatch:
+        """Rows ``rows`` (build-wide numbers, in that order) as one batch of model columns."""
+        rows = np.asarray(rows, np.int64)
+        part = np.searchsorted(self._starts, rows, side="right") - 1
+        order = np.argsort(part, kind="stable")
+        pieces = []
+        for p in np.unique(part):
+            mine = order[part[order] == p]
+            table = self._table(int(p))
+            pieces.append(table.select(model_columns(table.schema)).take(pa.array(rows[mine] - self._starts[p])))
+        taken = pa.concat_tables(pieces) if pieces else None
+        if taken is None:
+            raise ValueError("gather of no rows")
+        inverse = np.empty(len(rows), np.int64)
+        inverse[order] = np.arange(len(rows))
+        return taken.take(pa.array(inverse)).combine_chunks().to_batches()[0]
+
+    def release(self) -> None:
+        self._tables = {}
+
+    def close(self) -> None:
+        self._tables = {}
+
+
+def write_rows(path: Path, batches) -> tuple[int, int, dict[str, np.ndarray]]:
+    """Write batches to one Arrow file; returns the rows, their tokens (attention_mask 1: padding
+    not counted, as the spill counts them) and the rows' metadata."""
+    writer = None
+    metas = []
+    rows = tokens = 0
+    try:
+        for batch in batches:
+            if writer is None:
+                writer = pa.ipc.new_file(str(path), batch.schema)
+            writer.write_batch(batch)
+            metas.append(row_meta(batch))
+            rows += batch.num_rows
+            if "attention_mask" in batch.schema.names:
+                tokens += int(flat_lists(batch.column("attention_mask"))[0].sum())
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is None:
+        return 0, 0, empty_meta()
+    return rows, tokens, {k: np.concatenate([m[k] for m in metas]) for k in META}
+
+
+def read_rows(path: str) -> pa.Table:
+    """A shard file, memory-mapped (its buffers keep the map open while they live)."""
+    return pa.ipc.open_file(pa.memory_map(path)).read_all()

@@ -1,0 +1,181 @@
+"""The Ray engine gives the local engine's build: the same rows in the same order, the same counts."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+import datakit
+from datakit.builder import run_build
+from datakit.cli import cli
+from datakit.engines import make_engine
+from datakit.errors import DatakitError, SourceError
+from datakit.recipe import from_dict
+
+ROOT = Path(__file__).resolve().parents[2]
+ray = pytest.importorskip("ray", reason="the ray engine's tests need Ray Data (pip install 'datakit[ray]')")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+def example(name: str, tmp_path: Path) -> dict:
+    """An example recipe with its paths made absolute and its side files kept in ``tmp_path``."""
+    data = yaml.safe_load((ROOT / "recipes" / f"{name}.yaml").read_text())
+    base = ROOT / "recipes"
+    data["tokenizer"] = str((base / data["tokenizer"]).resolve())
+    for src in data["sources"]:
+        src["path"] = str((base / src["path"]).resolve())
+    for step in data["transforms"]:
+        if "filter" in step and "rejects" in step["filter"]:
+            step["filter"]["rejects"] = str(tmp_path / f"{name}-rejects.jsonl")
+    return data
+
+
+def rows_of(path: Path) -> dict:
+    ds = datakit.load(path)
+    return {split: {c: ds[split][c] for c in ds[split].column_names} for split in ds}
+
+
+def same_build(a: Path, b: Path) -> None:
+    assert rows_of(a) == rows_of(b)
+    ma, mb = (json.loads((p / "manifest.json").read_text()) for p in (a, b))
+    for key in ("counts", "splits", "sources", "inputs", "inputs_fingerprint", "lengths"):
+        assert ma[key] == mb[key], key
+
+
+@pytest.mark.parametrize("name", ["pretrain", "alpaca", "chat", "mix", "alpaca+pack", "mix+group"])
+def test_example_recipes_build_as_locally(cluster, tmp_path, name):
+    name, _, variant = name.partition("+")
+    data = example(name, tmp_path)
+    if variant == "pack":  # instruction rows packed best-fit after the split
+        data["transforms"].append({"pack": {"block_size": 512, "strategy": "bfd"}})
+    if variant == "group":  # near duplicates kept, in the split group of what they duplicate
+        data["transforms"][0]["dedup"]["action"] = "group"
+    recipe = from_dict(data, base_dir=tmp_path)
+    run_build(recipe, output=tmp_path / "local", silent=True)
+    rejects = sorted(tmp_path.glob("*-rejects.jsonl"))
+    local_rejects = [p.read_bytes() for p in rejects]
+    # byte ranges of ~1 KB: the JSON Lines inputs are read by several tasks
+    run_build(recipe, output=tmp_path / "ray", silent=True, engine=make_engine("ray", shard_bytes=1024))
+    same_build(tmp_path / "local", tmp_path / "ray")
+    assert [p.read_bytes() for p in rejects] == local_rejects
+
+
+def _jsonl(path: Path, n: int, *, bad: int | None = None) -> None:
+    with open(path, "w") as f:
+        for i in range(1, n + 1):
+            f.write("{not json\n" if i == bad else json.dumps(
+                {"instruction": f"Say {i} in words, please.", "input": "", "output": f"{i} is a number."}) + "\n")
+
+
+def _sft(tmp_path: Path, data: Path, **split) -> dict:
+    return {"tokenizer": str(ROOT / "examples" / "tokenizer"), "sources": [{"path": str(data), "format": "alpaca"}],
+            "transforms": [{"dedup": {"mode": "exact"}}, {"template": "alpaca"}, {"tokenize": {"cutoff_len": 256}}],
+            "split": {"val_set_size": 0.1, "seed": 7, **split}, "output": str(tmp_path / "out")}
+
+
+def test_an_error_on_a_worker_is_the_local_line(cluster, tmp_path):
+    data = tmp_path / "rows.jsonl"
+    _jsonl(data, 400, bad=333)
+    recipe = from_dict(_sft(tmp_path, data), base_dir=tmp_path)
+    with pytest.raises(SourceError) as local:
+        run_build(recipe, output=tmp_path / "a", silent=True)
+    with pytest.raises(SourceError) as remote:
+        run_build(recipe, output=tmp_path / "b", silent=True, engine=make_engine("ray", shard_bytes=2048))
+    assert str(remote.value) == str(local.value)
+    assert f"{data}:333:" in str(remote.value)
+    assert not (tmp_path / "b").exists()
+
+
+def test_split_files_written_by_several_workers(cluster, tmp_path, monkeypatch):
+    from datakit.engines import ray_write
+
+    data = tmp_path / "rows.jsonl"
+    _jsonl(data, 3000)
+    with open(data, "a") as f:  # exact duplicates, found across shards by the hash partition
+        for i in (5, 1500, 2999):
+            f.write(json.dumps({"instruction": f"Say {i} in words, please.", "input": "",
+                                "output": f"{i} is a number."}) + "\n")
+    recipe = from_dict(_sft(tmp_path, data), base_dir=tmp_path)
+    run_build(recipe, output=tmp_path / "local", silent=True)
+    monkeypatch.setattr(ray_write, "PART_TOKENS", 20_000)
+    run_build(recipe, output=tmp_path / "ray", silent=True, engine=make_engine("ray", shard_bytes=16_384))
+    same_build(tmp_path / "local", tmp_path / "ray")
+    files = sorted(p.name for p in (tmp_path / "ray" / "train").glob("data-*.arrow"))
+    assert len(files) > 1 and files[-1].endswith(f"-of-{len(files):05d}.arrow")
+    manifest = json.loads((tmp_path / "ray" / "manifest.json").read_text())
+    assert manifest["counts"]["rows_dropped"]["exact_duplicate"] == 3
+
+
+def _task_pids() -> list[int]:
+    """Ray worker processes that are running one of the build's tasks (Ray names them ``ray::...``)."""
+    pids = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                title = (p / "cmdline").read_bytes().split(b"\0")[0]
+            except OSError:
+                continue
+            if title.startswith(b"ray::MapBatches"):
+                pids.append(int(p.name))
+    return pids
+
+
+def test_a_killed_worker_is_retried(cluster, tmp_path):
+    data = tmp_path / "rows.jsonl"
+    _jsonl(data, 20000)
+    recipe = from_dict(_sft(tmp_path, data), base_dir=tmp_path)
+    run_build(recipe, output=tmp_path / "local", silent=True)
+    killed: list[int] = []
+    done = threading.Event()
+
+    def killer():
+        while not done.is_set() and not killed:
+            for pid in _task_pids():
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                break
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    try:
+        run_build(recipe, output=tmp_path / "ray", silent=True, engine=make_engine("ray", shard_bytes=65_536))
+    finally:
+        done.set()
+        thread.join()
+    assert killed, "no task was running to be killed"
+    same_build(tmp_path / "local", tmp_path / "ray")
+
+
+def test_without_ray_one_line_says_what_to_install(tmp_path, monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_ray(name, globals=None, locals=None, fromlist=(), level=0):
+        if level == 0 and (name == "ray" or name.startswith("ray.")):
+            raise ImportError(f"No module named {name!r}")
+        return real(name, globals, locals, fromlist, level)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    with pytest.raises(DatakitError, match=r"pip install 'datakit\[ray\]'"):
+        make_engine("ray")
+    result = CliRunner().invoke(cli, ["build", str(ROOT / "recipes" / "alpaca.yaml"), "-o", str(tmp_path / "o"),
+                                      "--engine", "ray", "--silent"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == ["Error: the ray engine needs Ray Data: pip install 'datakit[ray]'"]
+    assert not (tmp_path / "o").exists()
