@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from ..columns import MODEL_COLUMNS as COLUMNS
 from ..columns import flat_lists
-from ..writers.spill import _row_hashes
+from ..writers.spill import OPTIONAL, _row_hashes
 
 META = {"lengths": np.int64, "source": np.int32, "group": np.int64, "hash": np.uint64}
 
@@ -47,10 +47,10 @@ def empty_meta() -> dict[str, np.ndarray]:
 
 
 def model_columns(schema: pa.Schema) -> list[str]:
-    """What a writer gets of a row: the model columns (input_ids, attention_mask, labels first,
-    then any other column a step added, such as position_ids), never the provenance ones."""
-    names = [n for n in COLUMNS if n in schema.names]
-    return names + [n for n in schema.names if n not in COLUMNS and not n.startswith("_")]
+    """What the spill keeps of a row, in its order: input_ids, attention_mask, labels, and
+    position_ids when the steps make them (documents isolated inside blocks). seq_lens are derived
+    from position_ids when the split is gathered, as from the local spill."""
+    return [n for n in (*COLUMNS, *OPTIONAL) if n in schema.names]
 
 
 class ShardRows:

@@ -59,6 +59,7 @@ def _parts(lengths: np.ndarray, tokens: int) -> list[tuple[int, int]]:
 
 def _write_task(item: dict, job: dict) -> dict:
     from ..stages import TAKE_ROWS
+    from ..transforms.pack_rows import with_seq_lens
 
     rows = job["rows"]
     indices = job["splits"][item["split"]][item["a"]:item["b"]]
@@ -67,7 +68,7 @@ def _write_task(item: dict, job: dict) -> dict:
     sink = job["writer"].open(part, item["split"])
     tokens = 0
     for start in range(0, len(indices), TAKE_ROWS):
-        batch = rows.gather(indices[start:start + TAKE_ROWS])
+        batch = with_seq_lens(rows.gather(indices[start:start + TAKE_ROWS]))
         sink.write(batch)
         tokens += len(batch.column("input_ids").values)
     sink.close()

@@ -56,12 +56,14 @@ def same_build(a: Path, b: Path) -> None:
         assert ma[key] == mb[key], key
 
 
-@pytest.mark.parametrize("name", ["pretrain", "alpaca", "chat", "mix", "alpaca+pack", "mix+group"])
+@pytest.mark.parametrize("name", ["pretrain", "alpaca", "chat", "mix", "alpaca+pack", "mix+group", "pretrain+isolate"])
 def test_example_recipes_build_as_locally(cluster, tmp_path, name):
     name, _, variant = name.partition("+")
     data = example(name, tmp_path)
     if variant == "pack":  # instruction rows packed best-fit after the split
         data["transforms"].append({"pack": {"block_size": 512, "strategy": "bfd"}})
+    if variant == "isolate":  # position_ids and seq_lens per document inside each block
+        data["transforms"][1]["pack"]["isolate_documents"] = True
     if variant == "group":  # near duplicates kept, in the split group of what they duplicate
         data["transforms"][0]["dedup"]["action"] = "group"
     recipe = from_dict(data, base_dir=tmp_path)
