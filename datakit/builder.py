@@ -11,7 +11,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .engines import Engine, make_engine
+from .cache import Cache, parse_size
+from .engines import Engine, LocalEngine, make_engine
 from .errors import EmptyBuildError, OutputError
 from .plan import group_merges, plan_splits
 from .progress import Progress
@@ -34,10 +35,17 @@ class BuildResult:
 
 
 def run_build(recipe: Recipe | dict | str | Path, *, output: str | Path | None = None, overwrite: bool = False,
-              silent: bool = False, engine: Engine | str | None = None) -> BuildResult:
+              silent: bool = False, engine: Engine | str | None = None, cache: bool = True,
+              cache_dir: str | Path | None = None, cache_size: int | str | None = None) -> BuildResult:
     """Build ``recipe`` into its output folder (or ``output``) and return where and what was written.
-    ``engine`` is ``"local"`` (the default), ``"ray"`` or an engine object (``engines/``)."""
+    ``engine`` is ``"local"`` (the default), ``"ray"`` or an engine object (``engines/``).
+
+    The local engine reuses tokenized sources from the cache (``datakit.cache``) in ``cache_dir``
+    (default: the user's cache folder), keeping it under ``cache_size`` bytes; ``cache=False``
+    neither reads nor writes it."""
     t0 = time.time()
+    if cache and engine in (None, "local"):
+        engine = LocalEngine(cache=Cache(cache_dir, max_bytes=cache_size and parse_size(cache_size)))
     engine = make_engine(engine)
     recipe = _as_recipe(recipe)
     target = Path(output or recipe.output)
@@ -109,6 +117,8 @@ def _build_into(folder: Path, recipe: Recipe, tokenizer: Tokenizer, steps: list[
         lengths=lengths,
         timings=_timings(recipe, steps, {**dict(zip(row_steps, produced.seconds)),
                                          **dict(zip(split_steps, split_seconds))}))
+    if produced.cache is not None:
+        manifest["cache"] = {"sources": produced.cache}
     # per format: every file it wrote (path, split, rows, bytes) and what it counted
     manifest["formats"] = {w.name: {**dict(sorted(w.stats.items())),
                                     "files": sorted(w.files, key=lambda f: f["path"])} for w in writers}

@@ -57,9 +57,14 @@ def cli():
               help="Where the steps run: this process, or a Ray cluster (pip install 'datakit[ray]').")
 @click.option("--address", default=None, envvar="RAY_ADDRESS",
               help="The Ray cluster to join (default: RAY_ADDRESS, else a local one for the build).")
+@click.option("--no-cache", is_flag=True, help="Tokenize every source; neither read nor write the cache.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+              help="The tokenized-rows cache folder (default: $DATAKIT_CACHE_DIR, else ~/.cache/datakit).")
+@click.option("--cache-size", default=None,
+              help="Keep the cache under this size, dropping least recently used entries (default: 20GB).")
 @silent_option
 @handle_errors
-def build(recipe, output, overwrite, engine, address, silent):
+def build(recipe, output, overwrite, engine, address, no_cache, cache_dir, cache_size, silent):
     """Build the dataset a RECIPE describes.
 
     Example:
@@ -73,9 +78,54 @@ def build(recipe, output, overwrite, engine, address, silent):
 
     options = {"address": address} if engine == "ray" else {}
     result = run_build(recipe, output=output, overwrite=overwrite, silent=silent,
-                       engine=make_engine(engine, **options))
+                       engine=make_engine(engine, **options) if options else engine, cache=not no_cache,
+                       cache_dir=cache_dir, cache_size=cache_size)
     if not silent:
         click.echo(build_summary(result))
+
+
+@cli.group()
+def cache():
+    """The tokenized-rows cache: sources already tokenized are not tokenized again."""
+
+
+def cache_dir_option(fn):
+    return click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+                        help="The cache folder (default: $DATAKIT_CACHE_DIR, else ~/.cache/datakit).")(fn)
+
+
+@cache.command("info")
+@cache_dir_option
+@handle_errors
+def cache_info(cache_dir):
+    """Where the cache is, its entries and their size.
+
+    Example:
+
+        datakit cache info
+    """
+    from .cache import Cache, human_size
+
+    info = Cache(cache_dir).info()
+    click.echo(f"location: {info['location']}")
+    click.echo(f"entries:  {info['entries']}")
+    click.echo(f"size:     {human_size(info['bytes'])} (limit {human_size(info['max_bytes'])})")
+
+
+@cache.command("clear")
+@cache_dir_option
+@handle_errors
+def cache_clear(cache_dir):
+    """Remove every entry of the cache.
+
+    Example:
+
+        datakit cache clear
+    """
+    from .cache import Cache, human_size
+
+    removed = Cache(cache_dir).clear()
+    click.echo(f"removed {removed['entries']} entries ({human_size(removed['bytes'])}) from {removed['location']}")
 
 
 @cli.command()

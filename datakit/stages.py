@@ -50,11 +50,10 @@ def shards(recipe: Recipe) -> list[Shard]:
 
 
 def read(parts: Iterable[Shard], *, files: list[FileInfo], counts: Counts,
-         on_bytes: Callable[[int], None] = lambda n: None) -> Iterator[pa.RecordBatch]:
-    """The shards' batches in order. ``_group`` numbers rows across the whole build, so every input
-    row starts in its own split group. ``files`` receives a FileInfo per file read, ``counts`` the
-    rows read."""
-    first_row = 0
+         on_bytes: Callable[[int], None] = lambda n: None, first_row: int = 0) -> Iterator[pa.RecordBatch]:
+    """The shards' batches in order. ``_group`` numbers rows across the whole build (from
+    ``first_row``), so every input row starts in its own split group. ``files`` receives a
+    FileInfo per file read, ``counts`` the rows read."""
     for shard in parts:
         for batch in read_source(shard.config, files=files, index=shard.index, first_row=first_row,
                                  on_bytes=on_bytes):
@@ -70,6 +69,7 @@ class Produced:
     files: list[FileInfo]  # every input file read, in recipe order
     seconds: list[float]  # per step: time spent in it, summed over the threads that ran it
     counts: Counts  # rows_read, and rows_written and tokens_written (what went into the spill)
+    cache: list[dict] | None = None  # per source: label, key, hit (None: the build was not cached)
 
 
 @dataclass

@@ -18,6 +18,12 @@ def _example_texts() -> list[str]:
     return list(mod.texts())
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path_factory, monkeypatch):
+    """Every test builds with its own empty tokenized-rows cache, never the user's."""
+    monkeypatch.setenv("DATAKIT_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
 @pytest.fixture(scope="session")
 def hf_tokenizer(tmp_path_factory) -> Path:
     """A byte-level BPE folder (tokenizer.json + tokenizer_config.json with a ChatML template)."""
