@@ -124,7 +124,10 @@ class Entry:
     data: pa.Buffer = field(repr=False)
 
     def batches(self) -> Iterator[pa.RecordBatch]:
-        yield from pa.ipc.open_stream(self.data)
+        """The rows as written: one IPC stream per run of batches with one schema."""
+        starts = self.meta.get("streams", [0])
+        for start, stop in zip(starts, [*starts[1:], self.data.size]):
+            yield from pa.ipc.open_stream(self.data.slice(start, stop - start))
 
 
 class Cache:
@@ -212,13 +215,16 @@ class EntryWriter:
         self.folder = Path(tempfile.mkdtemp(prefix=f"{key[:16]}.", dir=cache.root / "tmp"))
         self._sink = pa.OSFile(str(self.folder / ROWS), "wb")
         self._stream: pa.ipc.RecordBatchStreamWriter | None = None
-        self._hash = hashlib.sha256()
+        self._schema: pa.Schema | None = None
+        self.streams: list[int] = []  # where each stream starts: batches of another schema start one
 
     def write(self, batch: pa.RecordBatch) -> None:
-        if self._stream is None:
+        if self._stream is None or batch.schema != self._schema:
+            if self._stream is not None:
+                self._stream.close()
+            self.streams.append(self._sink.tell())
             self._stream = pa.ipc.new_stream(self._sink, batch.schema)
-        elif batch.schema != self._stream.schema:
-            batch = batch.cast(self._stream.schema)
+            self._schema = batch.schema
         self._stream.write_batch(batch)
 
     def commit(self, meta: dict) -> None:
@@ -226,7 +232,8 @@ class EntryWriter:
             self._stream.close()
         self._sink.close()
         rows = self.folder / ROWS
-        meta = {"format": FORMAT, "sha256": file_sha256(rows), "created": time.time(), **meta}
+        meta = {"format": FORMAT, "sha256": file_sha256(rows), "created": time.time(), "streams": self.streams,
+                **meta}
         (self.folder / ENTRY).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
         target = self.cache.path(self.key)
         target.parent.mkdir(parents=True, exist_ok=True)

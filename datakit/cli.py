@@ -86,7 +86,14 @@ def build(recipe, output, overwrite, engine, address, no_cache, cache_dir, cache
 
 @cli.group()
 def cache():
-    """The tokenized-rows cache: sources already tokenized are not tokenized again."""
+    """The tokenized-rows cache: sources already tokenized are not tokenized again.
+
+    Example:
+
+        datakit cache info
+
+        datakit cache clear --cache-dir /data/dk-cache
+    """
 
 
 def cache_dir_option(fn):
