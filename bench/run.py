@@ -1,7 +1,7 @@
 """Benchmark datakit against the peer baselines in ../shared/bench, measured in the same run.
 
 usage: python bench/run.py [--shared ../shared] [--work /tmp/datakit-bench] [--mb 32] [--repeat 1]
-                           [--only pretrain,memory,sft,dedup,chat,pack,formats,ray]
+                           [--only pretrain,memory,sft,dedup,chat,pack,formats,ray,cache]
 
 Every command runs in its own process under a small wrapper that reports wall time and peak RSS
 (ru_maxrss of the process tree). Ratios are taken between numbers of this run only. Targets:
@@ -21,6 +21,9 @@ Every command runs in its own process under a small wrapper that reports wall ti
   formats   each extra output format (parquet, megatron, mds) adds <= 10% to the wall time of the
             pretraining build and of the sft build (hf alone vs hf + the format, runs interleaved)
   ray       the pretraining build on the Ray engine (a local cluster): <= 1.3x the local engine's wall time
+  cache     a rebuild of the 32 MB corpus (two sources) with nothing changed <= 1 s; the rebuild after
+            touching one source, and the cache's size against the build's
+The other sections build with an empty cache that keeps nothing (DATAKIT_CACHE_SIZE=0): first builds.
 """
 from __future__ import annotations
 
@@ -502,18 +505,55 @@ def bench_formats(args, p, dk):
                  cpu[f"hf+{f}"] <= 1.10 * cpu["hf"])
 
 
+def _size(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def bench_cache(args, p, dk):
+    """Cold build into an empty cache, rebuild with nothing changed, rebuild after one of the two
+    sources (the corpus cut in halves) gets one more line."""
+    work = args.work / "cache"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    lines = (p["c1"] / "corpus.jsonl").read_bytes().splitlines(keepends=True)
+    (work / "a.jsonl").write_bytes(b"".join(lines[:len(lines) // 2]))
+    (work / "b.jsonl").write_bytes(b"".join(lines[len(lines) // 2:]))
+    recipe = write_recipe(work, "cached", {
+        "tokenizer": str(p["tok"]), "sources": [{"path": str(work / n), "format": "text"} for n in ("a.jsonl", "b.jsonl")],
+        "transforms": [{"tokenize": {}}, {"pack": {"block_size": 1024, "eos": "per_document"}}],
+        "split": {"val_set_size": 0.05, "seed": 42}, "output": str(work / "out")})
+    cmd = [*dk, "build", recipe, "--overwrite", "--silent", "--cache-dir", work / "entries", "--cache-size", "100GB"]
+    cold = measure(cmd)
+    warm = best(cmd, max(args.repeat, 3))
+    with open(work / "b.jsonl", "ab") as f:
+        f.write(lines[0])
+    touched = measure(cmd)
+    hits = [s["hit"] for s in json.loads((work / "out" / "manifest.json").read_text())["cache"]["sources"]]
+    cache_mb, build_mb = _size(work / "entries") / 1e6, _size(work / "out") / 1e6
+    print(f"cache: {p['c1'] / 'corpus.jsonl'} cut into two sources, Llama 2 tokenizer, block 1024")
+    for name, r in (("cold (empty cache)", cold), ("rebuild, nothing changed", warm), ("rebuild, b.jsonl touched", touched)):
+        print(f"  {name:<30} wall {r['wall']:6.2f} s   peak RSS {r['rss_mb']:7.0f} MB")
+    print(f"  after touching b.jsonl, hits per source: {hits}")
+    print(f"  cache {cache_mb:.1f} MB, build {build_mb:.1f} MB ({cache_mb / build_mb:.2f}x)")
+    line("rebuild with nothing changed", f"{warm['wall']:.2f} s", "<= 1 s", warm["wall"] <= 1.0)
+    line("rebuild after touching one source / cold", f"{touched['wall'] / cold['wall']:.2f}x", "< 1x",
+         touched["wall"] < cold["wall"])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
     ap.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "datakit-bench")
     ap.add_argument("--mb", type=float, default=32)
     ap.add_argument("--repeat", type=int, default=1, help="runs per command; the fastest is kept")
-    ap.add_argument("--only", default="pretrain,memory,sft,dedup,chat,pack,formats,ray")
+    ap.add_argument("--only", default="pretrain,memory,sft,dedup,chat,pack,formats,ray,cache")
     args = ap.parse_args()
     args.shared = args.shared.resolve()
     bench = args.shared / "bench"
     p = prepare(args.shared, args.work, args.mb)
     dk = [sys.executable, "-m", "datakit"]
+    os.environ["DATAKIT_CACHE_DIR"] = str(args.work / "cache-off")  # first builds: nothing kept
+    os.environ["DATAKIT_CACHE_SIZE"] = "0"
     only = set(args.only.split(","))
     d1 = bench_pretrain(args, p, bench, dk) if "pretrain" in only else None
     if "memory" in only:
@@ -529,6 +569,8 @@ def main():
         bench_formats(args, p, dk)
     if "ray" in only:
         bench_ray(args, p, dk, d1)
+    if "cache" in only:
+        bench_cache(args, p, dk)
 
 
 if __name__ == "__main__":
