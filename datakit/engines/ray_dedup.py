@@ -50,7 +50,10 @@ def dedup_decisions(build, current: list[dict], metas: list[dict], *, index: int
     keyed = ray.data.from_items([{"item": i} for i in range(len(items))], override_num_blocks=max(1, len(items)))
     digests = keyed.map_batches(_keys, batch_size=1, batch_format="pyarrow",
                                 fn_kwargs={"items": items, "job": job}).materialize()
-    dups = digests.groupby("digest").map_groups(_later_copies, batch_format="pyarrow").to_arrow_refs()
+    # one partition per worker: Ray Data's default (200 for a hash shuffle) costs more in task
+    # start-ups than the few MB of keys take to move
+    parts = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    dups = digests.groupby("digest", num_partitions=parts).map_groups(_later_copies, batch_format="pyarrow").to_arrow_refs()
     exact_of = _collect(ray, dups, "row", "first")
     near = step.near is not None
     edges = np.zeros((0, 2), np.int64)
@@ -58,7 +61,7 @@ def dedup_decisions(build, current: list[dict], metas: list[dict], *, index: int
         skip = set(exact_of)
         bands = keyed.map_batches(_band_rows, batch_size=1, batch_format="pyarrow",
                                   fn_kwargs={"items": items, "job": job, "skip": sorted(skip)})
-        pairs = bands.groupby("band").map_groups(_pairs, batch_format="pyarrow").to_arrow_refs()
+        pairs = bands.groupby("band", num_partitions=parts).map_groups(_pairs, batch_format="pyarrow").to_arrow_refs()
         cand = _collect_pairs(ray, pairs)
         step.near.pairs_checked += len(cand)
         chunks = [{"pairs": cand[a:a + CHECK_PAIRS].tolist()} for a in range(0, len(cand), CHECK_PAIRS)]
