@@ -164,15 +164,16 @@ def table_fn(step: Step):
 
 
 def run_chain(batches: Iterable[pa.RecordBatch], steps: list[Step], *, seconds: list[float] | None = None,
-              depth: int = 4) -> Iterator[pa.RecordBatch]:
+              depth: int = 4, threads: bool = True) -> Iterator[pa.RecordBatch]:
     """Pass every batch through ``steps``, then flush each step (its output runs through the rest).
 
     ``seconds`` (one entry per step) receives the time spent in each step. The chain is cut at
     ``threading_cut(steps)``: the steps before it run in a feeder thread, ``depth`` batches ahead.
+    ``threads=False`` runs it all in the calling thread (a cluster worker, one per core).
     """
     chain = _Chain(steps, seconds if seconds is not None else [0.0] * len(steps))
     n = len(steps)
-    cut = threading_cut(steps)
+    cut = threading_cut(steps) if threads else None
     if not cut:
         yield from chain.serial(batches, 0, n)
         return

@@ -70,7 +70,8 @@ def _run(job: dict, a: int, b: int, batches: Iterator[pa.RecordBatch], *, shard:
     path = folder / f"{name}.arrow"
     seconds = [0.0] * len(chain)
     try:
-        n, tokens, meta = write_rows(path, run_chain(batches, chain, seconds=seconds))
+        # Ray runs one worker per core: threads inside a task would only contend with the other workers
+        n, tokens, meta = write_rows(path, run_chain(batches, chain, seconds=seconds, threads=False))
     finally:
         for r in rejects:
             if r.file is not None:

@@ -25,7 +25,7 @@ ray = pytest.importorskip("ray", reason="the ray engine's tests need Ray Data (p
 
 @pytest.fixture(scope="module")
 def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
              logging_level="ERROR")
     yield
     ray.shutdown()
