@@ -21,179 +21,7 @@ from datakit.errors import OutputError
 from datakit.writers import atomic
 from datakit.writers.atomic import MARKER, StagedFile, recover, staged_output
 
-
-def write_build(folder: Path, tag: str, *, files: int = 2) -> None:
-    """A small folder with a build's layout, its manifest tagged ``tag``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "train").mkdir()
-    for i in range(files):
-        (folder / "train" / f"data-{i}.arrow").write_text(f"{tag} {i}")
-    (folder / "dataset_dict.json").write_text('{"splits": ["train"]}')
-    (folder / "manifest.json").write_text(json.dumps({"datakit_version": "0.1.0", "tag": tag,
-                                                      "splits": {"train": {}}}))
-
-
-def tree(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): p.read_text() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def tag_of(folder: Path) -> str | None:
-    """``old``/``new`` when ``folder`` holds that complete build, else None."""
-    if not folder.is_dir():
-        return None
-    files = tree(folder)
-    manifest = json.loads(files.pop("manifest.json", "{}"))
-    tag = manifest.get("tag")
-    expected = {f"train/data-{i}.arrow": f"{tag} {i}" for i in range(len(files) - 1)}
-    expected["dataset_dict.json"] = '{"splits": ["train"]}'
-    return tag if files == expected else None
-
-
-def leftovers(parent: Path) -> list[str]:
-    return sorted(p.name for p in parent.iterdir() if p.name.startswith(".out."))
-
-
-def new_build(target: Path, **kw) -> None:
-    with staged_output(target, overwrite=True, **kw) as stage:
-        (stage / "train").mkdir()
-        for i in range(3):
-            (stage / "train" / f"data-{i}.arrow").write_text(f"new {i}")
-        (stage / "dataset_dict.json").write_text('{"splits": ["train"]}')
-        (stage / "manifest.json").write_text(json.dumps({"datakit_version": "0.1.0", "tag": "new",
-                                                         "splits": {"train": {}}}))
-
-
-# ---------------------------------------------------------------- what counts as a build
-
-def test_success_replaces_and_failure_keeps(tmp_path):
-    target = tmp_path / "out"
-    write_build(target, "old")
-    with pytest.raises(RuntimeError):
-        with staged_output(target, overwrite=True) as stage:
-            (stage / "half").write_text("x")
-            raise RuntimeError("boom")
-    assert tag_of(target) == "old" and leftovers(tmp_path) == []
-    new_build(target)
-    assert tag_of(target) == "new" and leftovers(tmp_path) == []
-    assert json.loads((target / "manifest.json").read_text())["layout"] == ["dataset_dict.json", "manifest.json",
-                                                                          "train"]
-
-
-def _foreign_manifest(d):
-    (d / "manifest.json").write_text('{"name": "my-web-app", "version": "1.0"}')
-
-
-def _corrupt_manifest(d):
-    (d / "manifest.json").write_text('{"datakit_version": ')
-
-
-def _build_plus_a_file(d):
-    write_build(d, "old")
-    (d / "notes.txt").write_text("mine")
-
-
-def _no_manifest(d):
-    (d / "thesis.tex").write_text("years of work")
-
-
-def _manifest_is_a_list(d):
-    (d / "manifest.json").write_text('["datakit_version"]')
-
-
-@pytest.mark.parametrize("overwrite", [False, True])
-@pytest.mark.parametrize("make, why", [
-    (_foreign_manifest, "no datakit_version"), (_corrupt_manifest, "not readable JSON"),
-    (_build_plus_a_file, "notes.txt"), (_no_manifest, "no manifest.json"),
-    (_manifest_is_a_list, "no datakit_version")])
-def test_a_folder_that_is_not_a_build_is_never_replaced(tmp_path, make, why, overwrite):
-    target = tmp_path / "out"
-    target.mkdir()
-    make(target)
-    before = tree(target)
-    with pytest.raises(OutputError, match=why):
-        _build(target, overwrite)
-    assert tree(target) == before and leftovers(tmp_path) == []
-
-
-def _build(target, overwrite):
-    with staged_output(target, overwrite=overwrite) as stage:
-        (stage / "manifest.json").write_text('{"datakit_version": "0.1.0"}')
-
-
-def test_an_existing_build_needs_overwrite_and_the_message_names_no_flag(tmp_path):
-    target = tmp_path / "out"
-    write_build(target, "old")
-    with pytest.raises(OutputError) as e:
-        _build(target, False)
-    assert e.value.option == "overwrite" and "overwrite=True" in str(e.value) and "--" not in str(e.value)
-    assert "--overwrite" in e.value.cli_message()
-    assert tag_of(target) == "old"
-
-
-def test_an_empty_folder_or_a_missing_one_is_built_without_overwrite(tmp_path):
-    (tmp_path / "empty").mkdir()
-    _build(tmp_path / "empty", False)
-    _build(tmp_path / "a" / "b", False)
-    assert (tmp_path / "empty" / "manifest.json").exists() and (tmp_path / "a" / "b" / "manifest.json").exists()
-
-
-@pytest.mark.parametrize("overwrite", [False, True])
-@pytest.mark.parametrize("where", ["output", "output/data/in.jsonl", "output/deep/er/recipe.yaml"])
-def test_the_output_never_holds_a_protected_path(tmp_path, where, overwrite):
-    target = tmp_path / "output"
-    write_build(target, "old")
-    held = tmp_path / where
-    protect = [("the input", held)]
-    with pytest.raises(OutputError, match="holds the input"):
-        with staged_output(target, overwrite=overwrite, protect=protect):
-            pass
-    assert tag_of(target) == "old"
-
-
-def test_the_output_is_not_the_current_folder(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(OutputError, match="current folder"):
-        _build(Path("."), True)
-    with pytest.raises(OutputError, match="current folder"):
-        _build(tmp_path.parent, True)
-
-
-def test_a_file_is_not_an_output(tmp_path):
-    (tmp_path / "out").write_text("a file")
-    with pytest.raises(OutputError, match="not a folder"):
-        _build(tmp_path / "out", True)
-    assert (tmp_path / "out").read_text() == "a file"
-
-
-# ---------------------------------------------------------------- symlinks and mount points
-
-def test_a_symlinked_output_replaces_the_folder_it_points_to(tmp_path):
-    real = tmp_path / "disk" / "build"
-    write_build(real, "old")
-    link = tmp_path / "out"
-    link.symlink_to(real)
-    new_build(link)
-    assert link.is_symlink() and tag_of(real) == "new"
-    assert sorted(p.name for p in real.parent.iterdir()) == ["build"] and leftovers(tmp_path) == []
-
-
-def test_a_dangling_symlink_is_refused(tmp_path):
-    (tmp_path / "out").symlink_to(tmp_path / "nowhere")
-    with pytest.raises(OutputError, match="does not exist"):
-        _build(tmp_path / "out", True)
-
-
-def test_a_mount_point_is_refused_before_any_work(tmp_path, monkeypatch):
-    target = tmp_path / "out"
-    write_build(target, "old")
-    real_ismount = os.path.ismount
-    monkeypatch.setattr(os.path, "ismount", lambda p: str(p) == str(target) or real_ismount(p))
-    entered = []
-    with pytest.raises(OutputError, match="mount point"):
-        with staged_output(target, overwrite=True):
-            entered.append(1)
-    assert not entered and tag_of(target) == "old"
-
+from .builds import leftovers, minimal_build, new_build, tag_of, write_build
 
 # ---------------------------------------------------------------- stale stages: only ours, only dead
 
@@ -228,7 +56,7 @@ def test_stale_cleanup_removes_only_dead_stages_of_this_output(tmp_path):
     (live / MARKER).write_text(f"host {os.getpid()}")  # same pid as ours: liveness is the lock, not the pid
     holder = _hold_lock(live / MARKER)
     try:
-        _build(target, False)
+        minimal_build(target, False)
         assert (target / "manifest.json").exists()
         assert photos.exists() and other.exists() and unmarked.exists() and live.exists()
         assert not dead.exists()
@@ -260,7 +88,7 @@ def test_a_second_build_never_removes_a_live_stage_in_another_pid_namespace(tmp_
                              stdout=subprocess.PIPE, text=True)
     try:
         assert first.stdout.readline().strip() == "staged"
-        _build(target, True)  # a second build finishes while the first is still writing
+        minimal_build(target, True)  # a second build finishes while the first is still writing
         first.stdin.write("\n")
         first.stdin.flush()
         assert first.stdout.readline().strip() == "done"

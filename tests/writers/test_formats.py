@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 
 import datakit
-from datakit.errors import RecipeError
 from datakit.columns import IGNORE_INDEX
+from datakit.errors import RecipeError
 
 from .mds_spec import read_split
 from .references import llmfoundry_collator, streaming_base

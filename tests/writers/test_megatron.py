@@ -14,7 +14,11 @@ from datakit.writers.megatron import MegatronWriter
 
 with warnings.catch_warnings():  # "Transformer Engine and Apex are not installed": not needed to read data
     warnings.simplefilter("ignore")
-    from megatron.core.datasets.indexed_dataset import DType, IndexedDataset, IndexedDatasetBuilder
+    from megatron.core.datasets.indexed_dataset import (
+        DType,
+        IndexedDataset,
+        IndexedDatasetBuilder,
+    )
 
 EOD = 2
 
