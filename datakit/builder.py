@@ -13,11 +13,13 @@ from pathlib import Path
 
 from .cache import Cache, parse_size
 from .engines import Engine, LocalEngine, make_engine
-from .errors import EmptyBuildError, OutputError
+from .errors import EmptyBuildError, EngineError, OutputError
 from .plan import group_merges, plan_splits
 from .progress import Progress
 from .recipe import Recipe, from_dict, load_recipe, to_dict
 from .sources import input_bytes
+from .sources.build import SourceBuild, open_source_builds
+from .stages import spill_builds
 from .tokenization import Tokenizer, load_tokenizer
 from .transforms import Step, opened_steps
 from .writers import DOCUMENT_FORMATS, WriteContext, make_writers, staged_output
@@ -50,12 +52,16 @@ def run_build(recipe: Recipe | dict | str | Path, *, output: str | Path | None =
     recipe = _as_recipe(recipe)
     target = Path(output or recipe.output)
     protect = check_build_paths(recipe, target, overwrite=overwrite)  # before any work
+    if any(s.is_build for s in recipe.sources) and engine.name != "local":
+        raise EngineError(f"the {engine.name} engine does not read build sources (format: build); "
+                          f"build this recipe with the local engine")
     tokenizer = load_tokenizer(recipe.tokenizer, trust_remote_code=recipe.trust_remote_code)
+    built = open_source_builds(recipe, tokenizer_fingerprint=tokenizer.fingerprint, tokenizer_source=tokenizer.source)
     # the steps close (a filter's rejects file goes into place) before the output is swapped in
     try:
         with staged_output(target, overwrite=overwrite, protect=protect) as folder, \
                 opened_steps(recipe, tokenizer) as steps:
-            manifest = _build_into(folder, recipe, tokenizer, steps, engine=engine, silent=silent)
+            manifest = _build_into(folder, recipe, tokenizer, steps, engine=engine, built=built, silent=silent)
     finally:
         getattr(engine, "close", lambda: None)()  # a cluster the engine started for the build
     return BuildResult(path=target, manifest=manifest, seconds=time.time() - t0)
@@ -70,8 +76,9 @@ def _as_recipe(recipe: Recipe | dict | str | Path) -> Recipe:
 
 
 def _build_into(folder: Path, recipe: Recipe, tokenizer: Tokenizer, steps: list[Step], *, engine: Engine,
-                silent: bool) -> dict:
-    """Run the stages into the staging ``folder``; returns the manifest written there."""
+                built: list[SourceBuild], silent: bool) -> dict:
+    """Run the stages into the staging ``folder``; returns the manifest written there. The rows of
+    the build sources (``built``) join the engine's in the spill, past every step before it."""
     progress = Progress(total=input_bytes(recipe.sources), silent=silent, sft=recipe.is_sft)
     rows = engine.rows(folder / ".spill")
     split_steps = [s for s in steps if s.after_split]
@@ -82,6 +89,8 @@ def _build_into(folder: Path, recipe: Recipe, tokenizer: Tokenizer, steps: list[
         row_steps = tap_documents(row_steps, documents)
     try:
         produced = engine.run(recipe, row_steps, rows, progress=progress)  # read -> steps -> spill
+        if built:
+            spill_builds(built, rows, files=produced.files, counts=produced.counts)
     finally:
         rows.close()
         if documents is not None:
@@ -117,6 +126,8 @@ def _build_into(folder: Path, recipe: Recipe, tokenizer: Tokenizer, steps: list[
         lengths=lengths,
         timings=_timings(recipe, steps, {**dict(zip(row_steps, produced.seconds)),
                                          **dict(zip(split_steps, split_seconds))}))
+    if built:  # the provenance chain: each source build, its fingerprint, its own inputs and source builds
+        manifest["source_builds"] = [b.describe() for b in built]
     if produced.cache is not None:
         manifest["cache"] = {"sources": produced.cache}
     # per format: every file it wrote (path, split, rows, bytes) and what it counted

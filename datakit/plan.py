@@ -29,6 +29,7 @@ class RowMeta(Protocol):
 class SplitPlan:
     splits: dict[str, np.ndarray]  # split name -> built row numbers, in output order (copies included)
     sources: list[dict]  # per source: rows built, rows and tokens in the splits, rows per split
+    groups: np.ndarray | None = None  # per built row: the split group the plan kept together
 
 
 def plan_splits(recipe: Recipe, rows: RowMeta, *, merges: np.ndarray | None = None) -> SplitPlan:
@@ -39,9 +40,22 @@ def plan_splits(recipe: Recipe, rows: RowMeta, *, merges: np.ndarray | None = No
     group = rows.meta("group")
     if merges is not None and len(merges):
         group = merge_groups(group, merges)
-    groups = split_groups(group, rows.meta("hash"))[mixed]
-    splits = {name: mixed[idx] for name, idx in split_indices(len(mixed), recipe.split, groups=groups).items()}
-    return SplitPlan(splits=splits, sources=source_accounts(recipe, splits, source, rows.lengths))
+    groups = split_groups(group, rows.meta("hash"))
+    held = held_rows(rows)
+    chosen = split_indices(len(mixed), recipe.split, groups=groups[mixed],
+                           held=None if held is None else held[mixed])
+    splits = {name: mixed[idx] for name, idx in chosen.items()}
+    return SplitPlan(splits=splits, sources=source_accounts(recipe, splits, source, rows.lengths), groups=groups)
+
+
+def held_rows(rows: RowMeta) -> np.ndarray | None:
+    """Per row, 1 where it was held out of training in the build it came from (a ``format: build``
+    source's validation split), or None when no row was (or the rows do not record it)."""
+    try:
+        held = rows.meta("held")
+    except KeyError:
+        return None
+    return held if len(held) == len(rows.lengths) and held.any() else None
 
 
 def group_merges(steps) -> np.ndarray:

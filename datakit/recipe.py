@@ -14,11 +14,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import RecipeError
+from .errors import DatakitError, RecipeError
 from .recipe_files import parse_yaml
 from .train.options import TrainConfig  # the train: section's options live with the trainer
 
 SFT_FORMATS = ("alpaca", "prompt_completion", "messages", "sharegpt")
+BUILD_FORMAT = "build"  # a datakit build folder: rows already tokenized (sources/build.py)
 BUILTIN_TEMPLATES = ("alpaca", "alpaca_short", "alpaca_legacy")
 
 
@@ -31,10 +32,15 @@ class SourceConfig:
     name: str | None = None
     weight: float | None = None
     repeat: float | None = None
+    split: str | None = None
 
     @property
     def label(self) -> str:
         return self.name or self.path
+
+    @property
+    def is_build(self) -> bool:
+        return self.format == BUILD_FORMAT
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,9 +149,12 @@ class Recipe:
     trust_remote_code: bool = False
     train: TrainConfig | None = None
     path: str | None = None
+    kind: str | None = None  # sft | pretrain, when build sources say it (their manifests); else from the formats
 
     @property
     def is_sft(self) -> bool:
+        if self.kind is not None:
+            return self.kind == "sft"
         return any(s.format in SFT_FORMATS for s in self.sources)
 
     def step(self, name: str):
@@ -234,14 +243,18 @@ def validate_dict(data: Any) -> list[str]:
     return problems
 
 
-def _semantic_problems(data: dict) -> list[str]:
-    """Checks the schema cannot express: step order and format/step agreement."""
+def _semantic_problems(data: dict, built: dict[int, str]) -> list[str]:
+    """Checks the schema cannot express: step order and format/step agreement. ``built`` holds
+    the kind (sft, pretrain) of every ``format: build`` source, by its place in ``sources``."""
     problems = []
-    formats = {s.get("format", "text") for s in data["sources"]}
-    steps = [next(iter(t)) for t in data["transforms"]]
-    sft = bool(formats & set(SFT_FORMATS))
-    if sft and "text" in formats:
-        problems.append("sources: text and instruction formats cannot be mixed in one recipe")
+    formats = {s.get("format", "text") for s in data["sources"]} - {BUILD_FORMAT}
+    steps = [next(iter(t)) for t in data.get("transforms") or []]
+    sft = bool(formats & set(SFT_FORMATS)) or "sft" in built.values()
+    if sft and ("text" in formats or "pretrain" in built.values()):
+        problems.append("sources: text and instruction formats cannot be mixed in one recipe"
+                        + (" (a build source holds the other kind)" if built else ""))
+    if not formats:  # every source is a build: its rows are tokenized already
+        return problems + _built_step_problems(steps, sft=sft) + _source_problems(data)
     if "tokenize" not in steps:
         problems.append("transforms: a `tokenize` step is required")
     for i, name in enumerate(steps):
@@ -270,12 +283,57 @@ def _semantic_problems(data: dict) -> list[str]:
     if sft and isinstance(output, dict) and "mds" in _formats(output) and "pack" in steps:
         problems.append("output.formats: mds holds instruction rows one by one for llm-foundry, which packs "
                         "them itself (packing_ratio); drop `pack` from transforms, or mds from the formats")
+    return problems + _source_problems(data)
+
+
+def _source_problems(data: dict) -> list[str]:
+    problems = []
     for i, s in enumerate(data["sources"]):
-        if s.get("document_separator") is not None and s.get("format", "text") != "text":
+        fmt = s.get("format", "text")
+        if s.get("document_separator") is not None and fmt != "text":
             problems.append(f"sources[{i}].document_separator: only applies to format text")
         if s.get("weight") is not None and s.get("repeat") is not None:
             problems.append(f"sources[{i}]: give `weight` or `repeat`, not both")
+        if s.get("split") is not None and fmt != BUILD_FORMAT:
+            problems.append(f"sources[{i}].split: only applies to format build (a split of a datakit build)")
+        if s.get("columns") and fmt == BUILD_FORMAT:
+            problems.append(f"sources[{i}].columns: a build's rows have datakit's columns already")
     return problems
+
+
+def _built_step_problems(steps: list[str], *, sft: bool) -> list[str]:
+    """Steps of a recipe whose sources are all builds: only instruction rows' `pack` applies (it
+    runs after the split); every other step reads text, which tokenized rows no longer have."""
+    problems = []
+    for i, name in enumerate(steps):
+        if name == "pack" and sft:
+            continue
+        why = ("pretraining builds hold blocks already; pack their text sources again to change block_size"
+               if name == "pack" else "it reads text, and every source is a build (rows tokenized already)")
+        problems.append(f"transforms[{i}].{name}: {why}")
+    return problems
+
+
+def _build_kinds(data: dict, base: Path) -> tuple[dict[int, str], list[str]]:
+    """The kind (sft, pretrain) of each ``format: build`` source, read from its manifest."""
+    from .writers.manifest import read_manifest
+
+    kinds, problems = {}, []
+    for i, s in enumerate(data["sources"]):
+        if s.get("format") != BUILD_FORMAT:
+            continue
+        path = Path(_join(base, s["path"]))
+        if not (path / "manifest.json").is_file() and (path.parent / "manifest.json").is_file():
+            problems.append(f"sources[{i}].path: {s['path']} is a split of the build {path.parent}: write "
+                            f"`path: {path.parent}` and `split: {path.name}`")
+            continue
+        try:
+            kinds[i] = read_manifest(path)["kind"]
+        except DatakitError as e:
+            problems.append(f"sources[{i}].path: {e}")
+        except KeyError:
+            problems.append(f"sources[{i}].path: {s['path']}'s manifest has no kind; rebuild it")
+    return kinds, problems
 
 
 PACK_KEYS = {False: ("eos", "remainder", "isolate_documents"), True: ("strategy", "pad_to_block_size")}
@@ -319,18 +377,21 @@ def from_dict(data: Any, *, base_dir: str | Path = ".", path: str | None = None)
     if not isinstance(data, dict):
         raise RecipeError(where, ["the recipe must be a mapping of keys (tokenizer, sources, transforms, output)"])
     problems = validate_dict(data)
+    base = Path(base_dir)
+    built: dict[int, str] = {}
     if not problems:
-        problems = _semantic_problems(data)
+        built, problems = _build_kinds(data, base)
+    if not problems:
+        problems = _semantic_problems(data, built)
     if problems:
         raise RecipeError(where, problems)
-    base = Path(base_dir)
     sources = []
     for s in data["sources"]:
         s = dict(s)
         s["path"] = _join(base, s["path"])
         sources.append(SourceConfig(**s))
     steps = []
-    for t in data["transforms"]:
+    for t in data.get("transforms") or []:
         name, opts = next(iter(t.items()))
         if name == "template":
             opts = {"name": _template_name(base, opts)}
@@ -353,6 +414,7 @@ def from_dict(data: Any, *, base_dir: str | Path = ".", path: str | None = None)
         trust_remote_code=data.get("trust_remote_code", False),
         train=train,
         path=path,
+        kind=next(iter(built.values())) if built else None,
     )
 
 
@@ -384,4 +446,9 @@ def to_dict(recipe: Recipe) -> dict:
     """The resolved recipe as plain data, for the manifest."""
     out = dataclasses.asdict(recipe)
     out["transforms"] = [{s["name"]: s["options"]} for s in out["transforms"]]
+    if out["kind"] is None:  # the kind follows from the formats: recipes without build sources stay as they were
+        del out["kind"]
+    for source in out["sources"]:
+        if source["split"] is None:
+            del source["split"]
     return out

@@ -29,6 +29,7 @@ from .executor import run_chain
 from .plan import SplitPlan
 from .recipe import Recipe, SourceConfig
 from .sources import FileInfo, read_source
+from .sources.build import SourceBuild, read_builds
 from .transforms.base import Step
 from .transforms.pack_rows import with_seq_lens
 from .writers import Writer
@@ -46,7 +47,9 @@ class Shard:
 
 
 def shards(recipe: Recipe) -> list[Shard]:
-    return [Shard(i, cfg) for i, cfg in enumerate(recipe.sources)]
+    """The sources an engine reads and passes through the steps: every one but the builds
+    (``format: build``), whose tokenized rows go to the spill as they are (``spill_builds``)."""
+    return [Shard(i, cfg) for i, cfg in enumerate(recipe.sources) if not cfg.is_build]
 
 
 def read(parts: Iterable[Shard], *, files: list[FileInfo], counts: Counts,
@@ -60,6 +63,21 @@ def read(parts: Iterable[Shard], *, files: list[FileInfo], counts: Counts,
             first_row += batch.num_rows
             counts.add("rows_read", batch.num_rows)
             yield batch
+
+
+def spill_builds(sources: list[SourceBuild], rows: SpillWriter, *, files: list[FileInfo], counts: Counts) -> None:
+    """The rows of the ``format: build`` sources, straight into the spill after the engine's rows
+    (their split groups numbered after every row read); ``files`` gets one entry per split read."""
+    tokens, written = rows.tokens, rows.rows
+    for batch in read_builds(sources, first_row=counts["rows_read"]):
+        rows.write(batch)
+    for source in sources:
+        for name, table in source.splits.items():
+            files.append(FileInfo(path=source.where(name), bytes=table.nbytes, records=table.num_rows,
+                                  sha256=source.sha256(name)))
+            counts.add("rows_read", table.num_rows)
+    counts.add("rows_written", rows.rows - written)
+    counts.add("tokens_written", rows.tokens - tokens)
 
 
 @dataclass

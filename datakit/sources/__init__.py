@@ -21,6 +21,8 @@ def input_bytes(sources: list[SourceConfig]) -> int:
     """The bytes the sources will read (a dataset folder counts its Arrow files): the progress total."""
     total = 0
     for cfg in sources:
+        if cfg.is_build:  # its rows go to the spill as they are; they are not read as text
+            continue
         for p in expand(cfg.path):
             total += p.stat().st_size if p.is_file() else sum(f.stat().st_size for f in p.rglob("*.arrow"))
     return total

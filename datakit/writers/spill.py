@@ -38,7 +38,7 @@ class SpillWriter:
         self._held: dict[str, list[np.ndarray]] = {name: [] for name in COLUMNS}
         self._held_bytes = 0
         self.lengths_parts: list[np.ndarray] = []
-        self.meta_parts: dict[str, list[np.ndarray]] = {"source": [], "group": [], "hash": []}
+        self.meta_parts: dict[str, list[np.ndarray]] = {"source": [], "group": [], "hash": [], "held": []}
         self.rows = 0
         self.tokens = 0  # attention_mask 1: padding not counted
         self._whole: dict[str, np.ndarray] | None = None
@@ -66,6 +66,8 @@ class SpillWriter:
             self._spill()
         self.meta_parts["source"].append(batch.column("_source").to_numpy())
         self.meta_parts["group"].append(batch.column("_group").to_numpy())
+        held = batch.column("_held").to_numpy() if "_held" in batch.schema.names else np.zeros(batch.num_rows, np.int8)
+        self.meta_parts["held"].append(held.astype(np.int8, copy=False))
         self.lengths_parts.append(lengths.astype(np.int64))
         self.rows += batch.num_rows
 
@@ -79,7 +81,8 @@ class SpillWriter:
         self._held_bytes = 0
 
     def meta(self, key: str) -> np.ndarray:
-        """Per row: ``source`` index, ``group`` (-1: none yet) or content ``hash`` of its input_ids."""
+        """Per row: ``source`` index, ``group`` (-1: none yet), content ``hash`` of its input_ids, or
+        ``held`` (1: held out of training in the build it was read from, ``format: build``)."""
         parts = self.meta_parts[key]
         return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
