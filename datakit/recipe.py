@@ -175,6 +175,17 @@ def _where(path) -> str:
     return out or "(recipe)"
 
 
+# The messages of the JSON-schema keywords that say only "the value is out of bounds".
+_BOUNDS = {
+    "minimum": "must be >= {val}",
+    "exclusiveMinimum": "must be > {val}",
+    "maximum": "must be <= {val}",
+    "minItems": "must have at least {val} item(s)",
+    "minLength": "must not be empty",
+    "uniqueItems": "lists an item twice ({instance})",
+}
+
+
 def _describe(error) -> str:
     v, val = error.validator, error.validator_value
     if v == "additionalProperties":
@@ -187,12 +198,8 @@ def _describe(error) -> str:
         return f"unknown step {error.instance!r} (known: {', '.join(val)})"
     if v in ("minProperties", "maxProperties"):
         return "a step is one key with its options, e.g. `- pack: {block_size: 1024}`"
-    if v == "minimum":
-        return f"must be >= {val}"
-    if v == "exclusiveMinimum":
-        return f"must be > {val}"
-    if v == "maximum":
-        return f"must be <= {val}"
+    if v in _BOUNDS:
+        return _BOUNDS[v].format(val=val, instance=error.instance)
     if v == "enum":
         return f"must be one of {', '.join(map(str, val))} (got {error.instance!r})"
     if v == "type":
@@ -204,12 +211,6 @@ def _describe(error) -> str:
         return f"must be {' or '.join(kinds)} (got {type(error.instance).__name__})"
     if v == "pattern" and "description" in error.schema:
         return f"must be {error.schema['description']} (got {error.instance!r})"
-    if v == "uniqueItems":
-        return f"lists an item twice ({error.instance})"
-    if v == "minItems":
-        return f"must have at least {val} item(s)"
-    if v == "minLength":
-        return "must not be empty"
     return error.message
 
 

@@ -157,6 +157,16 @@ def test_the_swap_has_a_known_number_of_steps(tmp_path, monkeypatch):
     assert count_ops(tmp_path, monkeypatch) >= 10
 
 
+def _crashing(monkeypatch, target, *, at, check, run):
+    """Run ``run(target)`` with the process dying at the ``at``-th file-system call."""
+    with monkeypatch.context() as m:
+        Injector(m, target, at=at, check=check)
+        try:
+            run(target)
+        except Crash:
+            pass
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(step=st.integers(0, 40), recovery_step=st.one_of(st.none(), st.integers(0, 12)),
        had_old=st.booleans(), old_files=st.integers(0, 3))
@@ -166,19 +176,9 @@ def test_a_crash_at_any_step_leaves_old_or_new_after_recovery(tmp_path_factory, 
     target = parent / "out"
     if had_old:
         write_build(target, "old", files=old_files)
-    with monkeypatch.context() as m:
-        Injector(m, target, at=step, check=had_old)
-        try:
-            new_build(target)
-        except Crash:
-            pass
+    _crashing(monkeypatch, target, at=step, check=had_old, run=new_build)
     if recovery_step is not None:  # the next run dies too, while recovering
-        with monkeypatch.context() as m:
-            Injector(m, target, at=recovery_step, check=False)
-            try:
-                recover(target)
-            except Crash:
-                pass
+        _crashing(monkeypatch, target, at=recovery_step, check=False, run=recover)
     recover(target)
     assert tag_of(target) in (("old", "new") if had_old else (None, "new"))
     if not had_old and tag_of(target) is None:
