@@ -89,10 +89,12 @@ def output_limit() -> int:
     return getattr(_LIMIT, "chars", MIN_OUTPUT)
 
 
-def make_environment():
-    """transformers' chat-template environment, with the limits above."""
+def _jinja_types():
+    """The Jinja classes of the environment: the ``generation`` tag, the environment that checks
+    ``*``, ``**`` and ``%`` against the output limit, and transformers' namespace. (Jinja is
+    imported only when a chat template is rendered.)"""
     from jinja2 import nodes
-    from jinja2.ext import Extension, loopcontrols
+    from jinja2.ext import Extension
     from jinja2.sandbox import ImmutableSandboxedEnvironment
     from jinja2.utils import Namespace
 
@@ -139,6 +141,15 @@ def make_environment():
         def _check(name):
             if isinstance(name, str) and name.startswith("_"):
                 raise TemplateError(f"chat template: namespace attribute {name!r} starts with an underscore")
+
+    return GenerationTag, Limited, TemplateNamespace
+
+
+def make_environment():
+    """transformers' chat-template environment, with the limits above."""
+    from jinja2.ext import loopcontrols
+
+    GenerationTag, Limited, TemplateNamespace = _jinja_types()
 
     def raise_exception(message):
         raise TemplateError(f"chat template: {message}")
