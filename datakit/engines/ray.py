@@ -34,9 +34,10 @@ from ..stages import Produced
 from ..transforms.base import Step
 from .ray_rows import ShardRows
 from .ray_run import STAGES, run_tasks
-from .ray_tasks import _first_pass_task, _map_task, _pack_task, _read_task
-from .shards import SHARD_BYTES, ShardSpec, plan_shards, with_first_lines
+from .ray_tasks import _map_task, _pack_task, _read_task, _warm_task
+from .shards import SHARD_BYTES, ShardSpec, number_ranges, plan_shards
 
+SHARDS_PER_WORKER = 4  # a 32 MB corpus on 2 workers: 8 shards of ~4 MB, ~2 s of tokenizing each
 INSTALL = "the ray engine needs Ray Data: pip install 'datakit[ray]'"
 
 
@@ -137,16 +138,19 @@ class _Build:
             raise EngineError(f"the {', '.join(sorted(documents))} output (documents before pack) is written by "
                               "the local engine only; build it with engine 'local'")
         ray = _ray()
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        # two shards per worker at least, so one slow shard is not the whole tail of the build
-        self.shards, self.paths = plan_shards(recipe, shard_bytes=engine.shard_bytes, min_shards=2 * cpus)
+        self.cpus = cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        # SHARDS_PER_WORKER shards per worker at least: workers take the next shard as they finish,
+        # so the tail of the read stage is one small shard, not a quarter of the input
+        self.shards, self.paths = plan_shards(recipe, shard_bytes=engine.shard_bytes,
+                                              min_shards=SHARDS_PER_WORKER * cpus)
         self.job = {"recipe": recipe, "folder": str(rows.folder), "steps": len(steps),
                     "key": f"{os.getpid()}-{time.time_ns()}"}
         self.seconds = [0.0] * len(steps)
         self.read = 0  # rows read so far, for the progress bar
 
     def run(self) -> Produced:
-        shards, sha = self._first_pass()
+        self._warm()
+        shards, sha = self._number()
         parts = self._read(shards)
         files = self._files(parts, sha)
         offsets = _offsets([p["records"] for p in parts])
@@ -179,22 +183,27 @@ class _Build:
 
     # -- passes ----------------------------------------------------------------------------------
 
-    def _first_pass(self) -> tuple[list[ShardSpec], dict[str, str]]:
-        """Line numbers of the ranges and the sha256 of the files cut in ranges."""
-        ranged = [s for s in self.shards if s.end is not None]
-        if not ranged:
-            return self.shards, {}
-        items = [{"count": [s.index, s.path, s.start, s.end]} for s in ranged]
-        items += [{"hash": p} for p in sorted({s.path for s in ranged})]
-        results = run_tasks(items, _first_pass_task, job={}, stage="lines and hashes")
-        counts = {r["index"]: r["lines"] for r in results if "lines" in r}
-        sha = {r["path"]: r["sha256"] for r in results if "sha256" in r}
-        return with_first_lines(self.shards, counts), sha
+    def _warm(self) -> None:
+        """Start a worker per CPU and build the steps there (importing datakit and loading the
+        tokenizer cost ~1 s of a new worker process), while the driver numbers the ranges."""
+        ray = _ray()
+        task = ray.remote(max_retries=0)(_warm_task)
+        self._warming = [task.remote(self.job) for _ in range(self.cpus)]
+
+    def _number(self) -> tuple[list[ShardSpec], dict[str, str]]:
+        """Line numbers of the ranges and the sha256 of the files cut in ranges (driver)."""
+        t0 = time.perf_counter()
+        shards, sha = number_ranges(self.shards)
+        if sha:
+            STAGES.append({"stage": "lines and hashes (driver)", "tasks": 0,
+                           "wall_seconds": round(time.perf_counter() - t0, 3), "task_seconds": None})
+        return shards, sha
 
     def _read(self, shards: list[ShardSpec]) -> list[dict]:
         seg = _segments(self.steps)[0]
         items = [{"spec": s.__dict__, "steps": [seg[1], seg[2]]} for s in shards]
-        return run_tasks(items, _read_task, job=self.job, stage="read + steps", data=True, on_result=self._tally)
+        return run_tasks(items, _read_task, job=self.job, stage="read + steps", data=True,
+                         on_result=self._tally)
 
     def _map(self, current: list[dict], a: int, b: int, *, drops=None) -> tuple[list[dict], list]:
         items = [{**c, "steps": [a, b], "drop": (drops or {}).get(c["shard"])} for c in current]

@@ -53,12 +53,13 @@ def run_tasks(items: list[dict], fn, *, job: dict, stage: str, data: bool = Fals
         return []
     t0 = time.perf_counter()
     runner = _data_tasks if data else _plain_tasks
-    out, busy = [], 0.0
+    out, busy, cpu = [], 0.0, 0.0
     try:
         for result in runner(ray, items, fn, job):
             if "error" in result:
                 raise _unpack_error(result["error"])
             busy += result.pop("task_seconds")
+            cpu += result.pop("cpu_seconds")
             on_result(result)
             out.append(result)
     except DatakitError:
@@ -66,17 +67,17 @@ def run_tasks(items: list[dict], fn, *, job: dict, stage: str, data: bool = Fals
     except Exception as e:
         raise ray_error(e) from None
     STAGES.append({"stage": stage, "tasks": len(items), "wall_seconds": round(time.perf_counter() - t0, 3),
-                   "task_seconds": round(busy, 3)})
+                   "task_seconds": round(busy, 3), "cpu_seconds": round(cpu, 3)})
     return sorted(out, key=lambda r: r["item"])
 
 
 def _call(fn, item: dict, k: int, job: dict) -> dict:
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     try:
         result = fn(item, job)
     except DatakitError as e:  # bad input: the driver raises it again (a Ray retry would fail alike)
         return {"error": _pack_error(e), "item": k}
-    return {**result, "item": k, "task_seconds": time.perf_counter() - t}
+    return {**result, "item": k, "task_seconds": time.perf_counter() - t, "cpu_seconds": time.process_time() - cpu}
 
 
 def _data_tasks(ray, items, fn, job):

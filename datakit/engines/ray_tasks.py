@@ -19,7 +19,7 @@ from ..recipe import Recipe
 from ..sources import FileInfo, read_part
 from ..transforms.base import Step
 from .ray_rows import read_rows, write_rows
-from .shards import ShardSpec, count_lines, hash_file
+from .shards import ShardSpec
 
 _STEPS: dict[str, list[Step]] = {}
 
@@ -81,11 +81,9 @@ def _run(job: dict, a: int, b: int, batches: Iterator[pa.RecordBatch], *, shard:
             "meta": {k: v.tolist() for k, v in meta.items()}}
 
 
-def _first_pass_task(item: dict, job: dict) -> dict:
-    if "count" in item:
-        index, path, start, end = item["count"]
-        return {"index": index, "lines": count_lines(path, start, end)}
-    return {"path": item["hash"], "sha256": hash_file(item["hash"])}
+def _warm_task(job: dict) -> None:
+    """Build the steps in this worker process before its first shard arrives."""
+    _worker_steps(job)
 
 
 def _read_task(item: dict, job: dict) -> dict:

@@ -6,7 +6,9 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from datakit.engines.shards import count_lines, hash_file, plan_shards, with_first_lines
+import hashlib
+
+from datakit.engines.shards import number_ranges, plan_shards
 from datakit.recipe import from_dict
 from datakit.sources import FileInfo, read_part, read_source
 
@@ -16,9 +18,9 @@ def _recipe(tmp_path, files: list[str]):
                       "transforms": [{"template": "alpaca"}, {"tokenize": {}}], "output": str(tmp_path / "out")}, base_dir=tmp_path)
 
 
-def _read_ranges(recipe, shards, counts):
+def _read_ranges(recipe, shards):
     rows = []
-    for spec in with_first_lines(shards, counts):
+    for spec in shards:
         info = FileInfo(path=spec.path)
         for batch in read_part(recipe.sources[spec.source], __import__("pathlib").Path(spec.path), info,
                                index=spec.source, first_row=0, span=spec.span):
@@ -47,14 +49,15 @@ def test_ranges_read_the_same_records_with_the_same_lines(tmp_path_factory, line
         assert spans[0][0] == 0 and spans[-1][1] == len(body.encode())
         assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
         assert all(body.encode()[s - 1:s] == b"\n" for s, _ in spans[1:])
-    counts = {s.index: count_lines(s.path, s.start, s.end) for s in shards if s.end is not None}
+    numbered, sha = number_ranges(shards)
+    assert sha == ({str(path): hashlib.sha256(body.encode()).hexdigest()} if spans[0][1] is not None else {})
     whole = []
     for batch in read_source(recipe.sources[0], files=[]):
         whole += list(zip(batch.column("_where").to_pylist(), batch.column("prompt").to_pylist()))
-    assert _read_ranges(recipe, shards, counts) == whole
+    assert _read_ranges(recipe, numbered) == whole
 
 
-def test_enough_shards_for_every_worker_and_files_hashed_whole(tmp_path):
+def test_enough_shards_for_every_worker_numbered_and_hashed_whole(tmp_path):
     path = tmp_path / "a.jsonl"
     path.write_text("".join(json.dumps({"prompt": f"p{i}", "completion": "c"}) + "\n" for i in range(100000)))
     small = tmp_path / "b.jsonl"
@@ -64,6 +67,7 @@ def test_enough_shards_for_every_worker_and_files_hashed_whole(tmp_path):
     assert len([s for s in shards if s.path == str(path)]) >= 7
     assert shards[-1].path == str(small) and shards[-1].end is None
     assert [s.index for s in shards] == list(range(len(shards)))
-    import hashlib
-
-    assert hash_file(str(path)) == hashlib.sha256(path.read_bytes()).hexdigest()
+    numbered, sha = number_ranges(shards)
+    assert sha == {str(path): hashlib.sha256(path.read_bytes()).hexdigest()}
+    ranges = [s for s in numbered if s.path == str(path)]
+    assert [s.first_line for s in ranges] == [1 + path.read_bytes()[:s.start].count(b"\n") for s in ranges]
