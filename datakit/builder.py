@@ -81,8 +81,8 @@ def _build_into(folder: Path, recipe: Recipe, tokenizer: Tokenizer, steps: list[
     the build sources (``built``) join the engine's in the spill, past every step before it."""
     progress = Progress(total=input_bytes(recipe.sources), silent=silent, sft=recipe.is_sft)
     rows = engine.rows(folder / ".spill")
-    split_steps = [s for s in steps if s.after_split]
-    row_steps = [s for s in steps if not s.after_split]
+    split_steps = [s for s in steps if s.scope == "split"]
+    row_steps = [s for s in steps if s.scope != "split"]
     documents = None  # the documents before `pack`, for the formats that want them
     if DOCUMENT_FORMATS & set(recipe.output_options.formats):
         documents = SpillWriter(folder / ".documents")

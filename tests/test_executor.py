@@ -41,7 +41,7 @@ class _Probe:
     def __init__(self, *, stateless=False, releases_gil=False, sleep=0.0):
         from collections import Counter
 
-        self.stateless, self.releases_gil, self.after_split = stateless, releases_gil, False
+        self.stateless, self.releases_gil, self.scope, self.after_split = stateless, releases_gil, "shard", False
         self.stats, self.threads, self.sleep = Counter(), set(), sleep
 
     def __call__(self, batch):

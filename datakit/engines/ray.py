@@ -34,7 +34,7 @@ from ..stages import Produced
 from ..transforms.base import Step
 from .ray_rows import ShardRows
 from .ray_run import STAGES, run_tasks
-from .ray_tasks import _map_task, _pack_task, _read_task, _warm_task
+from .ray_tasks import _map_task, _read_task, _stream_task, _warm_task
 from .shards import SHARD_BYTES, ShardSpec, number_ranges, plan_shards
 
 SHARDS_PER_WORKER = 4  # a 32 MB corpus on 2 workers: 8 shards of ~4 MB, ~2 s of tokenizing each
@@ -112,18 +112,22 @@ class RayEngine:
 
 
 def _segments(steps: list[Step]) -> list[tuple[str, int, int]]:
-    """The chain cut at its global steps: ("shard", a, b) runs steps[a:b] on every shard alone,
-    ("dedup", i, i+1) and ("pack", i, i+1) need rows from every shard."""
+    """The chain cut where a step's ``scope`` is wider than a shard: ("shard", a, b) runs
+    steps[a:b] on every shard alone; ("dedup", i, i+1) is a dedup step, run by hash partition and
+    band shuffle (``ray_dedup``); ("source", i, i+1) and ("build", i, i+1) run the step over each
+    source's rows, or over every row, in build order, in one task."""
     from ..transforms.dedup import Dedup
-    from ..transforms.pack import Pack
 
     out, start = [], 0
     for i, step in enumerate(steps):
-        kind = "dedup" if isinstance(step, Dedup) else "pack" if isinstance(step, Pack) else None
-        if kind:
-            out.append(("shard", start, i))
-            out.append((kind, i, i + 1))
-            start = i + 1
+        if step.scope == "shard":
+            continue
+        if step.scope not in ("source", "build"):
+            raise EngineError(f"step {type(step).__name__}: scope {step.scope!r} does not run before the split")
+        out.append(("shard", start, i))
+        # dedup has a distributed form; another step that sees the whole build runs in one task
+        out.append(("dedup" if isinstance(step, Dedup) else step.scope, i, i + 1))
+        start = i + 1
     out.append(("shard", start, len(steps)))
     return out
 
@@ -166,11 +170,11 @@ class _Build:
                 if drops is not None:  # two dedup steps in a row: the first one's decisions first
                     current, metas = self._map(current, a, a, drops=drops)
                 drops = dedup_decisions(self, current, [_arrays(m) for m in metas], index=a)
-            elif kind == "pack":
+            elif kind in ("source", "build"):
                 if drops is not None:
                     current, metas = self._map(current, a, a, drops=drops)
                     drops = None
-                current, metas = self._pack(current, a)
+                current, metas = self._in_order(current, a, by_source=kind == "source")
             elif a < b or drops is not None:
                 current, metas = self._map(current, a, b, drops=drops)
                 drops = None
@@ -210,15 +214,19 @@ class _Build:
         results = run_tasks(items, _map_task, job=self.job, stage=f"steps {a}-{b}", data=True, on_result=self._tally)
         return _next(results)
 
-    def _pack(self, current: list[dict], i: int) -> tuple[list[dict], list]:
-        """Blocks never mix sources, and a source's stream is cut into blocks in order: one task
-        per source runs the pack step over that source's shards, in build order."""
-        by_source: dict[int, list[dict]] = {}
+    def _in_order(self, current: list[dict], i: int, *, by_source: bool) -> tuple[list[dict], list]:
+        """steps[i] over the rows of each source (``by_source``: pretraining pack, whose blocks
+        never mix sources and are cut in stream order) or of the whole build, in build order: one
+        task per stream, reading the shards' files one after the other."""
+        streams: dict[int, list[dict]] = {}
+        by_source = by_source and all(c["source"] >= 0 for c in current)  # -1: a file of several sources
         for c in current:
-            by_source.setdefault(c["source"], []).append(c)
-        items = [{"shard": min(c["shard"] for c in cs), "source": s, "parts": cs, "steps": [i, i + 1]}
-                 for s, cs in sorted(by_source.items())]
-        results = run_tasks(items, _pack_task, job=self.job, stage="pack", on_result=self._tally)
+            streams.setdefault(c["source"] if by_source else 0, []).append(c)
+        items = [{"shard": min(c["shard"] for c in cs), "source": cs[0]["source"] if by_source else -1,
+                  "stream": k, "parts": cs, "steps": [i, i + 1]}
+                 for k, cs in sorted(streams.items())]
+        name = type(self.steps[i]).__name__.lower()
+        results = run_tasks(items, _stream_task, job=self.job, stage=name, on_result=self._tally)
         return _next(results)
 
     def _tally(self, result: dict) -> None:

@@ -127,12 +127,13 @@ def _map_task(item: dict, job: dict) -> dict:
     return {**out, "shard": item["shard"], "source": item["source"], "offset": 0}
 
 
-def _pack_task(item: dict, job: dict) -> dict:
+def _stream_task(item: dict, job: dict) -> dict:
+    """A step over one stream of shards (a source's, or the build's), in build order."""
     a, b = item["steps"]
 
     def batches():
         for part in item["parts"]:
             yield from _shard_batches(part["path"], part["offset"])
 
-    out = _run(job, a, b, batches(), shard=item["shard"], name=f"pack{a}-{item['source']:05d}")
+    out = _run(job, a, b, batches(), shard=item["shard"], name=f"stream{a}-{item['stream']:05d}")
     return {**out, "shard": item["shard"], "source": item["source"], "offset": 0}

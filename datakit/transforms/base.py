@@ -9,8 +9,15 @@ A step never knows which executor runs it: the same object works in the local ex
   what it saw, filter appends to its rejects file) sees the batches of a shard one at a time.
 - ``releases_gil``: most of its time is native code without the GIL (a tokenizer), so running
   several batches at once on threads pays; the executor cuts its threads there.
-- ``after_split``: it runs on each split's rows after the plan instead of before the spill
-  (see ``stages.SplitRows`` for the hooks it may add).
+- ``scope``: which rows it must see together, in build order, for its output to be the same
+  however the input is cut into shards:
+  ``"shard"`` (the default) any run of rows on its own, such as one shard (template, tokenize,
+  filter); ``"source"`` each source's rows as one stream (pretraining pack: blocks never mix
+  sources and are cut in stream order); ``"build"`` every row of the build (dedup keeps the first
+  copy it meets); ``"split"`` each split's rows after the plan (instruction pack). A distributed
+  engine runs shard steps where the shards are and gathers rows only for the wider scopes.
+- ``after_split`` (``scope == "split"``): it runs on each split's rows after the plan instead of
+  before the spill (see ``stages.SplitRows`` for the hooks it may add).
 - ``flush()`` is called once at the end of each shard (and split): it hands over held rows.
 - ``close(ok=)`` is called once when the build ends, also when it fails (``ok=False``): it
   releases what the step opened (a filter's rejects file appears only when ``ok``).
@@ -22,6 +29,8 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+SCOPES = ("shard", "source", "build", "split")  # see ``scope`` above: from the narrowest to the widest
+
 import numpy as np
 import pyarrow as pa
 
@@ -32,6 +41,7 @@ from ..counts import Counts
 class Step(Protocol):
     stateless: bool
     releases_gil: bool
+    scope: str
     after_split: bool
     stats: Counts
 
@@ -47,10 +57,14 @@ class BaseStep:
 
     stateless = False
     releases_gil = False
-    after_split = False
+    scope = "shard"
 
     def __init__(self) -> None:
         self.stats = Counts()
+
+    @property
+    def after_split(self) -> bool:
+        return self.scope == "split"
 
     def flush(self) -> list[pa.RecordBatch]:
         return []

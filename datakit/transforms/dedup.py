@@ -65,6 +65,8 @@ def normalize(text: str) -> str:
 
 
 class Dedup(BaseStep):
+    scope = "build"  # the first copy of a row in the whole build is the one kept
+
     def __init__(self, options: DedupOptions):
         super().__init__()
         self.options = options

@@ -27,6 +27,8 @@ from .pack_rows import packed_batch
 
 
 class Pack(BaseStep):
+    scope = "source"  # a source's documents are one stream, cut into blocks in order
+
     def __init__(self, options: PackOptions, *, eos_id: int, pad_id: int | None = None):
         super().__init__()
         self.block_size = options.block_size

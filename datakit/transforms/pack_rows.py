@@ -154,7 +154,7 @@ class PackRows(BaseStep):
     ``end_split`` gives the split's packing figures for the manifest.
     """
 
-    after_split = True
+    scope = "split"
 
     def __init__(self, options: PackOptions, *, pad_id: int):
         super().__init__()

@@ -10,6 +10,7 @@ import pytest
 from datakit.recipe import STEP_OPTIONS, load_recipe
 from datakit.tokenization import load_tokenizer
 from datakit.transforms import STEPS, Step, opened_steps
+from datakit.transforms.base import SCOPES
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
@@ -25,7 +26,7 @@ class _Stop(Exception):
     pass
 
 
-@pytest.mark.parametrize("name", ["alpaca", "chat", "mix", "pretrain"])
+@pytest.mark.parametrize("name", ["alpaca", "alpaca_packed", "chat", "mix", "pretrain"])
 def test_every_example_step_keeps_the_contract(name, tmp_path):
     recipe = load_recipe(RECIPES / f"{name}.yaml")
     rejects = tmp_path / "rejects.jsonl"
@@ -37,5 +38,9 @@ def test_every_example_step_keeps_the_contract(name, tmp_path):
         for step in steps:
             assert isinstance(step, Step)
             assert not step.releases_gil or step.stateless, f"{type(step).__name__}: threads need stateless"
+            assert step.scope in SCOPES and step.after_split == (step.scope == "split")
+            assert step.scope == "shard" or not step.stateless, f"{type(step).__name__}: a wider scope has state"
+        wide = {"dedup": "build", "pack": "split" if recipe.is_sft else "source"}
+        assert [s.scope for s in steps] == [wide.get(t.name, "shard") for t in recipe.transforms]
         raise _Stop
     assert list(tmp_path.iterdir()) == []  # closed with ok=False: a filter leaves no rejects file
