@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -263,19 +264,20 @@ class _Build:
         self._merge_rejects(current)
 
     def _merge_rejects(self, current) -> None:
-        """Rows a filter rejected on the workers, into the build's rejects file, in build order."""
-        from ..transforms.filter import Filter
-
+        """The rejects files the workers wrote (one per shard and filter), appended byte for byte
+        in build order to the filter's rejects file."""
         for k, step in enumerate(self.steps):
-            if isinstance(step, Filter) and step.rejects is not None:
-                names = sorted(Path(self.job["folder"]).glob(f"rejects-{k}-*.jsonl"),
-                               key=lambda p: int(p.stem.rsplit("-", 1)[1]))
-                out = step.rejects.file or step.rejects.open()
-                for name in names:
-                    with open(name, encoding="utf-8") as f:
-                        for line in f:
-                            out.write(line)
-                    name.unlink()
+            rejects = getattr(step, "rejects", None)
+            if rejects is None:
+                continue
+            names = sorted(Path(self.job["folder"]).glob(f"rejects-{k}-*.jsonl"),
+                           key=lambda p: int(p.stem.rsplit("-", 1)[1]))
+            out = rejects.file or rejects.open()
+            out.flush()
+            for name in names:
+                with open(name, "rb") as f:
+                    shutil.copyfileobj(f, out.buffer)
+                name.unlink()
 
 
 def _offsets(counts: list[int]) -> np.ndarray:

@@ -57,14 +57,12 @@ class _ShardRejects:
 
 def _run(job: dict, a: int, b: int, batches: Iterator[pa.RecordBatch], *, shard: int, name: str) -> dict:
     """steps[a:b] over ``batches`` (flushed at the end) into ``name``'s shard file."""
-    from ..transforms.filter import Filter
-
     steps = _worker_steps(job)
     folder = Path(job["folder"])
     chain = steps[a:b]
     rejects = []
     for k, step in enumerate(chain):
-        if isinstance(step, Filter) and step.rejects is not None:
+        if getattr(step, "rejects", None) is not None:
             step.rejects = _ShardRejects(folder / f"rejects-{a + k}-{shard}.jsonl")
             rejects.append(step.rejects)
     path = folder / f"{name}.arrow"

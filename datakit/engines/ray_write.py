@@ -1,48 +1,77 @@
 """The write stage on Ray: workers gather a split's rows from the shard files and write them.
 
-A split of the ``hf`` layout is cut into parts of about ``PART_TOKENS`` tokens, each written by
-one task with the ``hf`` writer's own sink (into ``.parts/K/``); the driver then moves the parts
-into place as ``data-0000K-of-0000M.arrow`` and lists them in the split's ``state.json``, the way
-``datasets.save_to_disk`` lays out a sharded split. Post-split steps (best-fit packing sees a
-whole split) and the other formats are written by ``stages.write`` from the same shard files.
+Each split is cut into parts of about ``PART_TOKENS`` tokens; one task per part gathers its rows,
+runs them through the post-split steps and writes them with every format's own sink into
+``.parts/{split}-{K}/``. The driver then moves the parts into place (``ray_formats``): for ``hf``
+as ``data-0000K-of-0000M.arrow`` listed in the split's ``state.json`` (the sharded
+``datasets.save_to_disk`` layout), for ``parquet`` and ``mds`` as the shards of one numbering
+with the format's index. Best-fit packing (``pack`` of instruction rows) is planned on the driver
+from the row lengths alone (``PackRows.begin_split``) and cut into runs of whole packs, which the
+workers lay out (``PackRows.run``); the manifest gets the same packing figures as locally.
+
+What cannot be cut this way (a post-split step without runs, a format without part assembly) is
+written by ``stages.write`` on the driver, from the same shard files.
 """
 from __future__ import annotations
 
-import json
+import copy
 import shutil
 from pathlib import Path
 
 import numpy as np
 
-from ..writers.arrow import ArrowWriter
+from .ray_formats import ASSEMBLE
 
 PART_TOKENS = 256 << 20  # ~1.5 GB of int32 ids + labels + mask per part file (hf's 500 MB shards hold ~40 M tokens)
 
 
 def write_splits(plan, rows, folder: Path, *, writers, split_steps=(), seconds=None,
                  on_rows=lambda n: None) -> dict[str, dict]:
-    from ..stages import write
+    from ..stages import SplitRows, write
 
-    if split_steps or [type(w) for w in writers] != [ArrowWriter]:
+    if not all(w.name in ASSEMBLE for w in writers) or not all(hasattr(s, "runs") for s in split_steps):
         return write(plan, rows, folder, writers=writers, split_steps=split_steps, seconds=seconds, on_rows=on_rows)
     from .ray_run import run_tasks
 
-    writer = writers[0]
-    items = []
+    items, orders, planned = [], {}, {}
     for name, indices in plan.splits.items():
-        parts = _parts(rows.lengths[indices], PART_TOKENS)
-        for k, (a, b) in enumerate(parts):
-            items.append({"split": name, "part": k, "of": len(parts), "a": int(a), "b": int(b)})
-    job = {"rows": rows, "splits": plan.splits, "writer": writer, "folder": str(folder)}
+        split = SplitRows(name, indices, rows)
+        # a packer per split: its plan and figures are that split's (the write tasks run later)
+        planned[name] = [copy.deepcopy(step) for step in split_steps]
+        for step in planned[name]:
+            split = step.begin_split(split)
+        orders[name] = split.indices
+        if split_steps:
+            (step,) = planned[name]  # one post-split step: instruction pack (a recipe has one pack)
+            parts = [(a, b, packs.tolist()) for a, b, packs in step.runs(PART_TOKENS)]
+        else:
+            parts = [(a, b, None) for a, b in _parts(split.lengths, PART_TOKENS)]
+        for k, (a, b, packs) in enumerate(parts):
+            items.append({"split": name, "part": k, "of": len(parts), "a": int(a), "b": int(b), "packs": packs})
+    job = {"rows": rows, "splits": orders, "writers": writers, "steps": list(split_steps), "folder": str(folder)}
     results = run_tasks(items, _write_task, job=job, stage="write", on_result=lambda r: on_rows(r["rows"]))
     written: dict[str, dict] = {}
     for name in plan.splits:
-        mine = [r for r in results if r["split"] == name]
-        _assemble(folder, name, mine)
+        mine = sorted((r for r in results if r["split"] == name), key=lambda r: r["part"])
+        for writer in writers:
+            parts = [Path(r["folder"]) for r in mine]
+            writer.files.extend(ASSEMBLE[writer.name](folder, name, parts, [r["files"][writer.name] for r in mine]))
+            for r in mine:
+                writer.stats.update(r["stats"][writer.name])
         written[name] = {"rows": sum(r["rows"] for r in mine), "tokens": sum(r["tokens"] for r in mine)}
+        for step, mine_step in zip(split_steps, planned[name]):
+            for r in mine:
+                mine_step.add_run(r["packing"])
+            written[name].update(mine_step.end_split())
+            step.stats.merge(mine_step.stats)
+        for r in mine:
+            for k, s in enumerate(r["seconds"]):
+                if seconds is not None:
+                    seconds[k] += s
     shutil.rmtree(folder / ".parts", ignore_errors=True)
     rows.release()
-    writer.finish(folder, list(plan.splits))
+    for writer in writers:
+        writer.finish(folder, list(plan.splits))
     return written
 
 
@@ -58,6 +87,7 @@ def _parts(lengths: np.ndarray, tokens: int) -> list[tuple[int, int]]:
 
 
 def _write_task(item: dict, job: dict) -> dict:
+    from ..executor import run_chain
     from ..stages import TAKE_ROWS
     from ..transforms.pack_rows import with_seq_lens
 
@@ -65,30 +95,23 @@ def _write_task(item: dict, job: dict) -> dict:
     indices = job["splits"][item["split"]][item["a"]:item["b"]]
     part = Path(job["folder"]) / ".parts" / f"{item['split']}-{item['part']:05d}"
     shutil.rmtree(part, ignore_errors=True)  # a task run again after its worker died starts over
-    sink = job["writer"].open(part, item["split"])
-    tokens = 0
-    for start in range(0, len(indices), TAKE_ROWS):
-        batch = with_seq_lens(rows.gather(indices[start:start + TAKE_ROWS]))
-        sink.write(batch)
+    part.mkdir(parents=True)
+    writers = job["writers"]  # this task's own copies: their files and stats are this part's
+    for w in writers:
+        w.files.clear()
+        w.stats.clear()
+    sinks = [w.open(part, item["split"]) for w in writers]
+    chain = [step.run(np.asarray(item["packs"], np.int64)) for step in job["steps"]]
+    gathered = (with_seq_lens(rows.gather(indices[s:s + TAKE_ROWS])) for s in range(0, len(indices), TAKE_ROWS))
+    seconds = [0.0] * len(chain)
+    n_rows = tokens = 0
+    for batch in run_chain(gathered, chain, seconds=seconds, threads=False) if chain else gathered:
+        for sink in sinks:
+            sink.write(batch)
+        n_rows += batch.num_rows
         tokens += len(batch.column("input_ids").values)
-    sink.close()
-    return {**item, "rows": int(len(indices)), "tokens": int(tokens), "folder": str(part / item["split"])}
-
-
-def _assemble(folder: Path, split: str, parts: list[dict]) -> None:
-    """Move the parts of ``split`` into its folder and list them in its ``state.json``."""
-    parts = sorted(parts, key=lambda r: r["part"])
-    target = folder / split
-    target.mkdir(parents=True)
-    names = []
-    for r in parts:
-        src = Path(r["folder"])
-        (data,) = json.loads((src / "state.json").read_text())["_data_files"]
-        name = f"data-{r['part']:05d}-of-{r['of']:05d}.arrow"
-        (src / data["filename"]).rename(target / name)
-        names.append({"filename": name})
-    first = Path(parts[0]["folder"])
-    shutil.copyfile(first / "dataset_info.json", target / "dataset_info.json")
-    state = json.loads((first / "state.json").read_text())
-    state["_data_files"] = names
-    (target / "state.json").write_text(json.dumps(state, indent=2))
+    for sink in sinks:
+        sink.close()
+    return {**item, "packs": None, "rows": int(n_rows), "tokens": int(tokens), "folder": str(part),
+            "files": {w.name: list(w.files) for w in writers}, "stats": {w.name: dict(w.stats) for w in writers},
+            "seconds": seconds, "packing": chain[0].end_split()["packing"] if chain else None}

@@ -162,6 +162,7 @@ class PackRows(BaseStep):
         self.pad_id = pad_id
         self._stats: dict = {}
         self._packs = np.zeros(0, np.int64)  # rows per pack still to come, of the current split
+        self._lengths = np.zeros(0, np.int64)  # the split's row lengths in pack order
         self._held: list[pa.RecordBatch] = []
         self._held_rows = 0
         self._split: str | None = None
@@ -169,7 +170,7 @@ class PackRows(BaseStep):
     def begin_split(self, split):
         """``split`` has ``name``, ``indices`` and ``lengths``; returns it with the rows in pack order."""
         plan = plan_packs(split.lengths, self.options)
-        self._split, self._packs = split.name, plan.rows_per_pack
+        self._split, self._packs, self._lengths = split.name, plan.rows_per_pack, plan.lengths
         self._held, self._held_rows = [], 0
         self._stats = plan.stats()
         return dataclasses.replace(split, indices=split.indices[plan.order])
@@ -189,6 +190,37 @@ class PackRows(BaseStep):
         self._packs = self._packs[whole:]
         self._stats["first_labels_masked"] += masked
         return [out]
+
+    def runs(self, tokens: int) -> list[tuple[int, int, np.ndarray]]:
+        """After ``begin_split``: the split's packs cut into runs of about ``tokens`` tokens, as
+        (first row, end row, rows per pack) in the pack-ordered split. Every pack is whole in one
+        run, so each run can be packed on its own (``run``), by another process."""
+        per_pack = self._packs
+        if not len(per_pack):
+            return [(0, 0, per_pack)]
+        width = self.options.block_size if self.options.pad_to_block_size else None
+        ends = np.cumsum(per_pack)
+        pack_tokens = (np.full(len(per_pack), width, np.int64) if width else
+                       np.add.reduceat(self._lengths, row_offsets(per_pack)[:-1]))
+        cum = np.cumsum(pack_tokens)
+        n = max(1, int(np.ceil(cum[-1] / tokens)))
+        cuts = sorted({int(c) for c in np.searchsorted(cum, [cum[-1] * j / n for j in range(1, n)]) + 1
+                       if 0 < c < len(per_pack)})
+        bounds = [0, *cuts, len(per_pack)]
+        rows = np.concatenate([[0], ends])
+        return [(int(rows[a]), int(rows[b]), per_pack[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+
+    def run(self, rows_per_pack: np.ndarray) -> "PackRows":
+        """A packer of one run of the current split's packs (see ``runs``): it takes that run's
+        rows in order; its ``end_split()`` counts that run only (``add_run`` adds it up)."""
+        part = PackRows(self.options, pad_id=self.pad_id)
+        part._split, part._packs = self._split, np.asarray(rows_per_pack, np.int64)
+        part._stats = {"first_labels_masked": 0}
+        return part
+
+    def add_run(self, packing: dict) -> None:
+        """Count a run packed by ``run`` (its ``end_split()["packing"]``) into the split's figures."""
+        self._stats["first_labels_masked"] += packing["first_labels_masked"]
 
     def flush(self) -> list[pa.RecordBatch]:
         if self._held_rows or len(self._packs):

@@ -76,6 +76,58 @@ def test_example_recipes_build_as_locally(cluster, tmp_path, name):
     assert [p.read_bytes() for p in rejects] == local_rejects
 
 
+def _parquet_rows(build: Path) -> dict:
+    import pyarrow.parquet as pq
+
+    return {split.name: [row for f in sorted(split.glob("*.parquet")) for row in pq.read_table(f).to_pylist()]
+            for split in sorted((build / "parquet").iterdir())}
+
+
+def _mds_rows(build: Path) -> dict:
+    from tests.writers.mds_spec import read_split
+
+    def plain(sample):
+        return {k: v.tolist() if hasattr(v, "tolist") else v for k, v in sample.items()}
+
+    return {split.name: [plain(s) for s in read_split(split)] for split in sorted((build / "mds").iterdir())}
+
+
+@pytest.mark.parametrize("name, formats, pad", [("pretrain", ["hf", "parquet", "mds"], True),
+                                                ("alpaca", ["hf", "parquet", "mds"], True),
+                                                ("alpaca_packed", ["hf", "parquet"], True),
+                                                ("alpaca_packed", ["hf"], False)])
+def test_formats_and_packs_written_by_workers_as_locally(cluster, tmp_path, monkeypatch, name, formats, pad):
+    """Workers write parts of every split (hf, parquet, mds; instruction rows packed best-fit from
+    a plan made on the driver); the parts hold the local build's rows in its order."""
+    from datakit.engines import ray_write
+
+    data = example(name, tmp_path)
+    data["output"] = {"path": str(tmp_path / "out"), "formats": formats, "parquet": {"shard_size": "16KB"}}
+    if not pad:  # packs of their tokens only (TRL's padding-free layout)
+        data["transforms"][-1]["pack"]["pad_to_block_size"] = False
+    recipe = from_dict(data, base_dir=tmp_path)
+    run_build(recipe, output=tmp_path / "local", silent=True)
+    monkeypatch.setattr(ray_write, "PART_TOKENS", 1000)  # several parts per split
+    run_build(recipe, output=tmp_path / "ray", silent=True, engine=make_engine("ray", shard_bytes=1024))
+    same_build(tmp_path / "local", tmp_path / "ray")
+    assert len(list((tmp_path / "ray" / "train").glob("data-*.arrow"))) > 1
+    if "parquet" in formats:
+        assert _parquet_rows(tmp_path / "ray") == _parquet_rows(tmp_path / "local")
+    if "mds" in formats:
+        assert _mds_rows(tmp_path / "ray") == _mds_rows(tmp_path / "local")
+    local, remote = (json.loads((tmp_path / b / "manifest.json").read_text()) for b in ("local", "ray"))
+    for fmt in formats:
+        counts = {k: v for k, v in remote["formats"][fmt].items() if k != "files"}
+        assert counts == {k: v for k, v in local["formats"][fmt].items() if k != "files"}
+        files = remote["formats"][fmt]["files"]
+        assert all((tmp_path / "ray" / f["path"]).stat().st_size == f["bytes"] for f in files)
+        for split in local["splits"]:  # the files of a split hold its rows (mds: its samples)
+            per_format = [f["rows"] for f in files if f["split"] == split and f["rows"] is not None]
+            assert sum(per_format) == sum(f["rows"] for f in local["formats"][fmt]["files"]
+                                          if f["split"] == split and f["rows"] is not None)
+    assert not any(p.name == ".parts" for p in (tmp_path / "ray").rglob("*"))
+
+
 def _jsonl(path: Path, n: int, *, bad: int | None = None) -> None:
     with open(path, "w") as f:
         for i in range(1, n + 1):

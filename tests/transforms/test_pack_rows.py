@@ -93,6 +93,33 @@ def test_unpacking_gives_back_the_rows(spec, block, pad, chunk, data):
     assert stats["efficiency"] == pytest.approx(stats["tokens"] / (len(packs) * block), abs=1e-6)
 
 
+@settings(max_examples=100, deadline=None)
+@given(spec=st.lists(st.integers(1, 40), min_size=0, max_size=60), block=st.integers(40, 120),
+       pad=st.booleans(), tokens=st.integers(1, 500), data=st.data())
+def test_runs_packed_apart_give_the_packs_of_the_whole_split(spec, block, pad, tokens, data):
+    """A distributed write cuts a split's packs into runs (``runs``) and packs each run in
+    another process (``run``): together they give the packs and figures of the whole split."""
+    rows = sft_rows([[(0, k % 3 > 0) for k in range(n)] for n in spec])
+    indices = data.draw(st.permutations(range(len(rows))))
+    whole, stats, _ = pack_split(rows, indices, block, pad=pad)
+    step = PackRows(PackOptions(block_size=block, pad_to_block_size=pad), pad_id=PAD)
+    lengths = np.array([len(r["input_ids"]) for r in rows], np.int64)
+    split = step.begin_split(Split("train", np.asarray(indices, dtype=np.int64), lengths))
+    runs = step.runs(tokens)
+    assert runs[0][0] == 0 and runs[-1][1] == len(rows)
+    assert all(a[1] == b[0] for a, b in zip(runs, runs[1:]))
+    packs = []
+    for a, b, per_pack in runs:
+        assert per_pack.sum() == b - a
+        part = step.run(per_pack)
+        chosen = [rows[i] for i in split.indices[a:b]]
+        batches = [pa.RecordBatch.from_pylist(chosen[i:i + 5], schema=ROWS_SCHEMA) for i in range(0, len(chosen), 5)]
+        packs += [r for out in run_chain(batches, [part]) for r in out.to_pylist()]
+        step.add_run(part.end_split()["packing"])
+    assert packs == whole
+    assert step.end_split()["packing"] == stats
+
+
 def test_packs_follow_the_best_fit_plan_whatever_the_chunks():
     rows = sft_rows([[(0, True)] * n for n in (5, 9, 3, 7, 2, 8)])
     by_chunk = [pack_split(rows, range(6), 10, chunk=c)[0] for c in (1, 2, 5, 6)]
