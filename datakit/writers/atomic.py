@@ -282,9 +282,16 @@ def _write_error(e: OSError, stage: Path, target: Path, kept: str) -> OutputErro
 def _make_stage(target: Path) -> tuple[Path, int]:
     stage = _name(target, STAGE, uuid.uuid4().hex[:12])
     stage.mkdir()
-    fd = os.open(stage / MARKER, os.O_CREAT | os.O_RDWR, 0o644)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    os.write(fd, f"{socket.gethostname()} {os.getpid()} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
+    fd = -1
+    try:
+        fd = os.open(stage / MARKER, os.O_CREAT | os.O_RDWR, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, f"{socket.gethostname()} {os.getpid()} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
+    except BaseException:  # SIGTERM or Ctrl-C right after the mkdir: the stage goes with the build
+        if fd >= 0:
+            os.close(fd)
+        _remove_stage(stage)
+        raise
     return stage, fd
 
 
