@@ -43,6 +43,7 @@ import re
 from .state import SPACE_MARK, component, space_rules
 
 _SPACE = " "
+_LEADING_SPACE = re.compile(r"\s*")  # \s is what str.isspace() calls white space
 
 
 def _continuation(backend, pre: dict | None, replaces: bool):
@@ -206,8 +207,9 @@ class PrefixEncoder:
         """A barrier at or after ``p`` inside the run of text ``text[start:end]``, with something
         besides white space on both sides of it (an added token that strips the white space next
         to it then never sees a cut there), or None."""
-        if start >= end or not text[start:end].strip():
-            return None
-        lo = max(p, start + len(text[start:end]) - len(text[start:end].lstrip()) + 1)
-        hi = start + len(text[start:end].rstrip())
+        lo = _LEADING_SPACE.match(text, start, end).end()  # the run's first character that is not white space
+        hi = end
+        while hi > lo and text[hi - 1].isspace():
+            hi -= 1
+        lo = max(p, lo + 1)
         return self.barrier(text, lo, hi) if lo < hi else None
