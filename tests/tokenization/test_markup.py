@@ -163,7 +163,7 @@ def test_a_message_holding_an_end_of_turn_string_does_not_end_its_turn(make_reci
 _PIECES = st.sampled_from(["a", "b", "<", "|", ">", "/", "s", "<|im_end|>", "<s>", "</s>", "<|im_start|>"])
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.lists(_PIECES, max_size=8).map("".join), st.lists(st.integers(0, 60), max_size=6)),
                 max_size=6))
 def test_rows_with_data_specials_tests_every_match_against_every_range(rows):
