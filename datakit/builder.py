@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .cache import Cache, parse_size
 from .engines import Engine, LocalEngine, make_engine
-from .errors import EmptyBuildError, EngineError, OutputError
+from .errors import EmptyBuildError, OutputError
 from .plan import group_merges, plan_splits
 from .progress import Progress
 from .recipe import Recipe, from_dict, load_recipe, to_dict
@@ -52,9 +52,6 @@ def run_build(recipe: Recipe | dict | str | Path, *, output: str | Path | None =
     recipe = _as_recipe(recipe)
     target = Path(output or recipe.output)
     protect = check_build_paths(recipe, target, overwrite=overwrite)  # before any work
-    if any(s.is_build for s in recipe.sources) and engine.name != "local":
-        raise EngineError(f"the {engine.name} engine does not read build sources (format: build); "
-                          f"build this recipe with the local engine")
     tokenizer = load_tokenizer(recipe.tokenizer, trust_remote_code=recipe.trust_remote_code)
     built = open_source_builds(recipe, tokenizer_fingerprint=tokenizer.fingerprint, tokenizer_source=tokenizer.source)
     # the steps close (a filter's rejects file goes into place) before the output is swapped in

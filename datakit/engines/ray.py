@@ -186,7 +186,7 @@ class _Build:
         counts = Counts()
         counts.add("rows_read", sum(p["records"] for p in parts))
         counts.add("rows_written", self.rows.rows)
-        counts.add("tokens_written", sum(c["tokens"] for c in current))
+        counts.add("tokens_written", self.rows.tokens)
         return Produced(files=files, seconds=self.seconds, counts=counts)
 
     # -- passes ----------------------------------------------------------------------------------
@@ -263,7 +263,7 @@ class _Build:
         metas = [_arrays(m) for _, m in keep]
         for (c, _), m in zip(keep, metas):
             m["group"] = np.where(m["group"] >= 0, m["group"] + c["offset"], m["group"])
-        self.rows.set([c["path"] for c, _ in keep], metas)
+        self.rows.set([c["path"] for c, _ in keep], metas, tokens=sum(c["tokens"] for c in current))
         self._merge_rejects(current)
 
     def _merge_rejects(self, current) -> None:

@@ -1,7 +1,7 @@
 """Built rows that live in per-shard Arrow files written by the workers of a distributed engine.
 
-The driver keeps only what the split plan reads, per row: its length, source, split group and
-content hash (8 + 4 + 8 + 8 = 28 bytes, 28 MB per million rows). The rows themselves stay in
+The driver keeps only what the split plan reads, per row: its length, source, split group,
+content hash and held-out flag (8 + 4 + 8 + 8 + 1 = 29 bytes, 29 MB per million rows). The rows themselves stay in
 the files, on storage every node sees, and are gathered from there by whoever writes a split.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from ..columns import MODEL_COLUMNS as COLUMNS
 from ..columns import flat_lists
 from ..writers.spill import OPTIONAL, _row_hashes
 
-META = {"lengths": np.int64, "source": np.int32, "group": np.int64, "hash": np.uint64}
+META = {"lengths": np.int64, "source": np.int32, "group": np.int64, "hash": np.uint64, "held": np.int8}
 
 
 def row_meta(batch: pa.RecordBatch | pa.Table) -> dict[str, np.ndarray]:
@@ -28,7 +28,8 @@ def row_meta(batch: pa.RecordBatch | pa.Table) -> dict[str, np.ndarray]:
     group = batch.column("_group") if "_group" in names else None
     meta = {"lengths": np.zeros(n, np.int64), "source": _numpy(batch.column("_source"), np.int32),
             "group": np.full(n, -1, np.int64) if group is None else _numpy(group, np.int64),
-            "hash": np.zeros(n, np.uint64)}
+            "hash": np.zeros(n, np.uint64),
+            "held": _numpy(batch.column("_held"), np.int8) if "_held" in names else np.zeros(n, np.int8)}
     if "input_ids" in names:
         values, lengths = flat_lists(batch.column("input_ids"))
         meta["lengths"] = lengths.astype(np.int64)
@@ -66,9 +67,12 @@ class ShardRows:
         self._starts = np.zeros(1, np.int64)
         self._meta = empty_meta()
         self._tables: dict[int, pa.Table] = {}
+        self.tokens = 0  # attended tokens of the rows (padding not counted, as the spill counts)
+        self._added = None  # (path, writer, metas) of the rows ``write`` adds
 
-    def set(self, files: list[str], metas: list[dict[str, np.ndarray]]) -> None:
+    def set(self, files: list[str], metas: list[dict[str, np.ndarray]], *, tokens: int = 0) -> None:
         """The built rows: ``files[i]`` holds the rows that ``metas[i]`` describes, in order."""
+        self.tokens = tokens
         self.files = list(files)
         counts = [len(m["lengths"]) for m in metas]
         self._starts = np.zeros(len(counts) + 1, np.int64)
@@ -79,7 +83,17 @@ class ShardRows:
 
     @property
     def rows(self) -> int:
-        return int(self._starts[-1])
+        return int(self._starts[-1]) + (sum(len(m["lengths"]) for m in self._added[2]) if self._added else 0)
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        """Rows the driver adds after the workers' ones (the ``format: build`` sources, read as they
+        are): into a file of their own, the build's last, which ``close`` adds to the others."""
+        if self._added is None:
+            path = self.folder / "driver-rows.arrow"
+            self._added = (path, pa.ipc.new_file(str(path), batch.schema), [])
+        self._added[1].write_batch(batch)
+        self._added[2].append(row_meta(batch))
+        self.tokens += int(flat_lists(batch.column("attention_mask"))[0].sum())
 
     @property
     def lengths(self) -> np.ndarray:
@@ -116,6 +130,13 @@ class ShardRows:
 
     def close(self) -> None:
         self._tables = {}
+        if self._added is not None:
+            path, writer, metas = self._added
+            writer.close()
+            self._added = None
+            old = [{k: v[a:b] for k, v in self._meta.items()} for a, b in zip(self._starts[:-1], self._starts[1:])]
+            added = {k: np.concatenate([m[k] for m in metas]) for k in META}
+            self.set([*self.files, str(path)], [*old, added], tokens=self.tokens)
 
 
 def write_rows(path: Path, batches) -> tuple[int, int, dict[str, np.ndarray]]:

@@ -44,7 +44,9 @@ class ShardSpec:
 def plan_shards(recipe: Recipe, *, shard_bytes: int = SHARD_BYTES, min_shards: int = 1) -> tuple[list[ShardSpec], list[str]]:
     """The build's shards and its files, in build order. JSON Lines files are cut in ranges of about
     ``shard_bytes``, or finer, so that the build has at least ``min_shards`` (one per worker)."""
-    files: list[tuple[int, Path]] = [(i, p) for i, cfg in enumerate(recipe.sources) for p in expand(cfg.path)]
+    # the builds among the sources (format: build) are not read by the steps: the driver adds their rows
+    files: list[tuple[int, Path]] = [(i, p) for i, cfg in enumerate(recipe.sources) if not cfg.is_build
+                                     for p in expand(cfg.path)]
     cuttable = [p.stat().st_size for _, p in files if _is_jsonl(p)]
     if cuttable and min_shards > len(files):
         shard_bytes = max(MIN_SHARD_BYTES, min(shard_bytes, math.ceil(sum(cuttable) / min_shards)))

@@ -174,6 +174,27 @@ def test_split_files_written_by_several_workers(cluster, tmp_path, monkeypatch):
     assert manifest["counts"]["rows_dropped"]["exact_duplicate"] == 3
 
 
+def test_build_sources_as_locally(cluster, hf_tokenizer, tmp_path):
+    """A build as a source (format: build) beside a JSON Lines source cut in ranges: the driver
+    adds the build's rows after the workers' ones, held-out rows stay in validation."""
+    data = tmp_path / "rows.jsonl"
+    _jsonl(data, 300)
+    first = _sft(tmp_path, data)
+    first["tokenizer"] = str(hf_tokenizer)
+    run_build(from_dict(first, base_dir=tmp_path), output=tmp_path / "a", silent=True)
+    recipe = {**first, "sources": [{"path": str(tmp_path / "a"), "format": "build"},
+                                   {"path": str(data), "format": "alpaca"}]}
+    recipe = from_dict(recipe, base_dir=tmp_path)
+    run_build(recipe, output=tmp_path / "local", silent=True)
+    run_build(recipe, output=tmp_path / "ray", silent=True, engine=make_engine("ray", shard_bytes=4096))
+    same_build(tmp_path / "local", tmp_path / "ray")
+    alone = from_dict({**first, "sources": [{"path": str(tmp_path / "a"), "format": "build"}], "transforms": []},
+                      base_dir=tmp_path)
+    run_build(alone, output=tmp_path / "local-alone", silent=True)
+    run_build(alone, output=tmp_path / "ray-alone", silent=True, engine=make_engine("ray"))
+    same_build(tmp_path / "local-alone", tmp_path / "ray-alone")
+
+
 def _task_pids() -> list[int]:
     """Ray worker processes that are running one of the build's tasks (Ray names them ``ray::...``)."""
     pids = []

@@ -226,14 +226,6 @@ def test_manifest_chains_provenance(hf_tokenizer, source_a, tmp_path):
     assert second["inputs"][0]["path"] == str(tmp_path / "b" / "train")
 
 
-def test_the_ray_engine_refuses_build_sources(hf_tokenizer, source_a, tmp_path):
-    pytest.importorskip("ray")
-    recipe = sft_recipe(hf_tokenizer, [{"path": str(source_a), "format": "build"}], transforms=[])
-    with pytest.raises(EngineError, match="build sources"):
-        run_build(recipe, output=tmp_path / "out", silent=True, engine="ray")
-    assert not (tmp_path / "out").exists()
-
-
 @pytest.mark.parametrize("change, message", [
     ({"transforms": [{"template": "alpaca"}]}, r"transforms\[0\].template: it reads text"),
     ({"sources": [{"path": "SRC", "format": "build", "columns": {"a": "b"}}]}, "already"),
