@@ -252,13 +252,16 @@ class EntryWriter:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def rebase(batch: pa.RecordBatch, *, source: int, shift: int, where: Callable[[str], str] | None = None
+def rebase(batch: pa.RecordBatch, *, source: int | None, shift: int, where: Callable[[str], str] | None = None
            ) -> pa.RecordBatch:
-    """``batch`` with ``_source = source``, split groups shifted by ``shift`` (-1, no group, stays)
-    and, with ``where``, its ``_where`` mapped (an input moved since the entry was made)."""
+    """``batch`` with ``_source = source`` (None: as it is), split groups shifted by ``shift`` (-1,
+    no group, stays) and, with ``where``, its ``_where`` mapped (an input moved since the entry was
+    made). The batch itself when nothing changes: the first source's rows go into the cache as they are."""
+    if source is None and not shift and where is None:
+        return batch
     names = batch.schema.names
     cols = list(batch.columns)
-    if "_source" in names:
+    if "_source" in names and source is not None:
         cols[names.index("_source")] = pa.array(np.full(batch.num_rows, source, np.int32), pa.int32())
     if "_group" in names and shift:
         g = batch.column("_group").to_numpy(zero_copy_only=False)

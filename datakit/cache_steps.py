@@ -96,7 +96,7 @@ class CachedSteps:
         try:
             batches = read([shard], files=files, counts=counts, on_bytes=on_bytes, first_row=first_row)
             for out in run_chain(batches, self.head, seconds=seconds):
-                writer.write(rebase(out, source=0, shift=-first_row))
+                writer.write(rebase(out, source=None, shift=-first_row))  # a replay sets _source
                 yield out
             stats = [{k: int(v - b[k]) for k, v in step.stats.items()}
                      for step, b in zip(self.head, before)]
