@@ -74,3 +74,32 @@ def bench_cache(args, p, dk):
     line("rebuild with nothing changed", f"{warm['wall']:.2f} s", "<= 1 s", warm["wall"] <= 1.0)
     line("rebuild after touching one source / cold", f"{touched['wall'] / cold['wall']:.2f}x", "< 1x",
          touched["wall"] < cold["wall"])
+    _bench_remix(args, work, p, dk)
+
+
+def _bench_remix(args, work: Path, p, dk):
+    """Re-mixing two finished builds (``format: build``, weights 1:3, a new split) against building
+    the same mixture from the text again (no cache): the time a build source saves."""
+    def text(name):
+        return {"path": str(work / name), "format": "text"}
+
+    body = {"tokenizer": str(p["tok"]), "transforms": [{"tokenize": {}}, {"pack": {"block_size": 1024}}],
+            "split": {"val_set_size": 0.05, "seed": 42}}
+    for name in ("a", "b"):
+        write_recipe(work, f"part_{name}", {**body, "sources": [text(f"{name}.jsonl")], "output": str(work / name)})
+        measure([*dk, "build", work / f"part_{name}.yaml", "--overwrite", "--silent", "--no-cache"])
+    weights = {"a": 1, "b": 3}
+    remix = write_recipe(work, "remix", {
+        "tokenizer": str(p["tok"]), "split": {"val_set_size": 0.05, "seed": 7}, "output": str(work / "remix"),
+        "sources": [{"path": str(work / n), "format": "build", "weight": w} for n, w in weights.items()]})
+    again = write_recipe(work, "again", {**body, "split": {"val_set_size": 0.05, "seed": 7}, "output": str(work / "again"),
+                                         "sources": [{**text(f"{n}.jsonl"), "weight": w} for n, w in weights.items()]})
+    rounds = max(args.repeat, 2)
+    mixed = best([*dk, "build", remix, "--overwrite", "--silent", "--no-cache"], rounds)
+    tokenized = best([*dk, "build", again, "--overwrite", "--silent", "--no-cache"], rounds)
+    print(f"  re-mix two builds (format: build, weights 1:3)  wall {mixed['wall']:6.2f} s   "
+          f"peak RSS {mixed['rss_mb']:7.0f} MB")
+    print(f"  the same mixture from the text (no cache)      wall {tokenized['wall']:6.2f} s   "
+          f"peak RSS {tokenized['rss_mb']:7.0f} MB")
+    line("re-mix two build sources / tokenize them again", f"{mixed['wall'] / tokenized['wall']:.2f}x", "< 1x",
+         mixed["wall"] < tokenized["wall"])

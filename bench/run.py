@@ -22,7 +22,8 @@ Every command runs in its own process under a small wrapper that reports wall ti
             pretraining build and of the sft build (hf alone vs hf + the format, runs interleaved)
   ray       the pretraining build on the Ray engine (a local cluster): <= 1.3x the local engine's wall time
   cache     a rebuild of the 32 MB corpus (two sources) with nothing changed <= 1 s; the rebuild after
-            touching one source, and the cache's size against the build's
+            touching one source, and the cache's size against the build's; re-mixing the two halves
+            as build sources (format: build) against tokenizing them again
 The other sections build with an empty cache that keeps nothing (DATAKIT_CACHE_SIZE=0): first builds.
 """
 from __future__ import annotations

@@ -112,6 +112,7 @@ def _build_into(folder: Path, recipe: Recipe, tokenizer: Tokenizer, steps: list[
                           on_rows=bar.update if bar else (lambda n: None))
     if bar:
         bar.close()
+    traced = {name: split.pop("provenance") for name, split in splits.items() if "provenance" in split}
     if documents is not None:
         write_documents(recipe, documents, folder, writers=[w for w in writers if w.documents])
         shutil.rmtree(documents.folder)
@@ -123,6 +124,8 @@ def _build_into(folder: Path, recipe: Recipe, tokenizer: Tokenizer, steps: list[
         lengths=lengths,
         timings=_timings(recipe, steps, {**dict(zip(row_steps, produced.seconds)),
                                          **dict(zip(split_steps, split_seconds))}))
+    if traced:  # where every row came from: provenance/{split}.parquet (writers/provenance.py)
+        manifest["provenance"] = traced
     if built:  # the provenance chain: each source build, its fingerprint, its own inputs and source builds
         manifest["source_builds"] = [b.describe() for b in built]
     if produced.cache is not None:

@@ -171,7 +171,8 @@ def validate(recipe):
               help="Write a self-contained HTML page (summary, histograms, the selected rows).")
 @handle_errors
 def inspect(build_dir, split, row, sample, seed, grep, limit, table, no_color, turns, html_path):
-    """Show the summary of a built DIR, or its rows as tokens and labels.
+    """Show the summary of a built DIR, or its rows as tokens and labels, and where each row
+    came from (input file and line, or source build and row).
 
     Example:
 
@@ -184,6 +185,7 @@ def inspect(build_dir, split, row, sample, seed, grep, limit, table, no_color, t
         datakit inspect build/chat --row 0 --turns
     """
     from . import inspect as view
+    from .inspect_provenance import provenance_lines
     from .train.plot import curve_text, is_training_output
 
     if is_training_output(build_dir):  # a `datakit train` output folder: the loss curve's numbers
@@ -226,6 +228,8 @@ def inspect(build_dir, split, row, sample, seed, grep, limit, table, no_color, t
         else:
             click.echo(view.row_table(b, split_name, i) if table else view.row_text(b, split_name, i, color=color),
                        color=color)
+        if not table:  # the table stays one line per token
+            click.echo("\n".join(provenance_lines(b, split_name, i)))
         click.echo()
 
 

@@ -107,6 +107,7 @@ def write_html(build: Build, path: str | Path, rows: dict[str, list[int]]) -> Pa
              "<span class='t masked special'>special</span><span class='t masked multi'>character made of several "
              "tokens</span> Hover a token for its position, id and label.</p>",
              f"<pre class='summary'>{html.escape(summary_text(build))}</pre>"]
+    from .inspect_provenance import provenance_lines
     from .inspect_turns import layout
 
     turns_layout = layout(build)
@@ -121,6 +122,7 @@ def write_html(build: Build, path: str | Path, rows: dict[str, list[int]]) -> Pa
         parts.append(_svg_histogram(s["lengths"]))
         for i in rows.get(name, []):
             parts.append(f"<h3>{html.escape(name)} row {i}</h3><div class='row'>{_token_spans(build, name, i)}</div>")
+            parts.append(f"<pre class='from'>{html.escape(chr(10).join(provenance_lines(build, name, i)))}</pre>")
             parts.append(_turns_html(build, name, i, turns_layout))
     parts.append("</body></html>")
     out.write_text("\n".join(parts), encoding="utf-8")

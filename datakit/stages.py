@@ -33,6 +33,7 @@ from .sources.build import SourceBuild, read_builds
 from .transforms.base import Step
 from .transforms.pack_rows import with_seq_lens
 from .writers import Writer
+from .writers.provenance import ProvenanceSink
 from .writers.spill import SpillWriter
 
 TAKE_ROWS = 1024  # rows gathered per chunk: ~9 MB of 1024-token rows, small transient peaks, few writes
@@ -80,6 +81,15 @@ def spill_builds(sources: list[SourceBuild], rows: SpillWriter, *, files: list[F
     counts.add("tokens_written", rows.tokens - tokens)
 
 
+def _provenance(folder: Path, split: str, plan: SplitPlan, rows: SpillWriter) -> ProvenanceSink | None:
+    """The split's provenance file (``writers/provenance.py``), when the rows recorded their pieces."""
+    log = getattr(rows, "pieces", None)
+    if log is None or plan.groups is None or not log.inputs:
+        return None
+    return ProvenanceSink(folder, split, log=log, n_rows=rows.rows, source=rows.meta("source"),
+                          groups=plan.groups, lengths=rows.lengths)
+
+
 @dataclass
 class Produced:
     """What an engine hands on after read -> steps -> spill (the rows are in the spill)."""
@@ -119,10 +129,13 @@ class SplitRows:
 
 
 def write(plan: SplitPlan, rows: SpillWriter, folder: Path, *, writers: list[Writer], split_steps: list[Step] = (),
-          seconds: list[float] | None = None, on_rows: Callable[[int], None] = lambda n: None) -> dict[str, dict]:
+          seconds: list[float] | None = None, on_rows: Callable[[int], None] = lambda n: None,
+          provenance: bool = True) -> dict[str, dict]:
     """Write every split through ``split_steps`` (flushed at the end of each split) into every
-    writer; returns rows and tokens per split."""
+    writer, and (``provenance``, when the rows recorded where they came from) each split's
+    provenance file; returns rows and tokens per split."""
     written = {}
+    joins = any(getattr(step, "joins_rows", False) for step in split_steps)
     for name, indices in plan.splits.items():
         split = SplitRows(name, indices, rows)
         for step in split_steps:
@@ -130,11 +143,17 @@ def write(plan: SplitPlan, rows: SpillWriter, folder: Path, *, writers: list[Wri
             if begin is not None:
                 split = begin(split)
         sinks = [writer.open(folder, name) for writer in writers]
-        n_rows = tokens = 0
+        traced = _provenance(folder, name, plan, rows) if provenance else None
+        n_rows = tokens = used = 0
         gathered = split.batches(on_rows=on_rows)  # progress in built rows, also when they are packed
         for batch in run_chain(gathered, list(split_steps), seconds=seconds) if split_steps else gathered:
             for sink in sinks:
                 sink.write(batch)
+            if traced is not None:  # which built rows each output row is made of
+                per_row = (np.diff(batch.column("seq_lens").offsets.to_numpy()) if joins
+                           else np.ones(batch.num_rows, np.int64))
+                traced.add(split.indices[used:used + int(per_row.sum())], per_row)
+                used += int(per_row.sum())
             n_rows += batch.num_rows
             tokens += len(batch.column("input_ids").values)
             del batch
@@ -143,6 +162,8 @@ def write(plan: SplitPlan, rows: SpillWriter, folder: Path, *, writers: list[Wri
         for sink in sinks:
             sink.close()
         written[name] = {"rows": int(n_rows), "tokens": int(tokens)}
+        if traced is not None:
+            written[name]["provenance"] = traced.close()
         for step in split_steps:
             end = getattr(step, "end_split", None)
             if end is not None:

@@ -134,7 +134,9 @@ def _block_size(manifest: dict) -> int | None:
 
 def _groups(path: Path, split: str, n_rows: int) -> np.ndarray | None:
     """The split groups the source build's plan gave its rows (its provenance file), or None."""
-    return None
+    from ..writers.provenance import read_groups
+
+    return read_groups(path, split, n_rows)
 
 
 def read_builds(sources: list[SourceBuild], *, first_row: int) -> Iterator[pa.RecordBatch]:

@@ -40,6 +40,7 @@ class Pack(BaseStep):
         self.carry = np.zeros(0, dtype=np.int32)
         self.carry_starts = np.zeros(0, dtype=bool)  # with isolate: True where a document starts
         self.source = None
+        self.docs = DocumentPieces()  # where each document in the carry came from, for provenance
 
     def __call__(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
         # Blocks never mix sources, so that a source's weight or repeat applies to its own blocks:
@@ -67,6 +68,8 @@ class Pack(BaseStep):
             ids = np.insert(ids, where, self.eos_id)
             lengths = lengths + needs
             self.stats.add("eos_added", int(needs.sum()))
+        if "_where" in batch.schema.names:
+            self.docs.extend(batch.column("_where").to_pylist(), lengths, at=len(self.carry))
         stream = np.concatenate([self.carry, ids]) if len(self.carry) else ids
         if self.isolate:
             starts = np.zeros(len(ids), dtype=bool)
@@ -81,6 +84,7 @@ class Pack(BaseStep):
         starts, self.carry_starts = self.carry_starts[:n * piece], self.carry_starts[n * piece:].copy()
         if n == 0:
             return []
+        pieces = self.docs.cut(n, piece)
         blocks = stream[:n * piece].reshape(n, piece)
         if self.eos_mode == "per_block":
             blocks = np.hstack([blocks, np.full((n, 1), self.eos_id, dtype=np.int32)])
@@ -90,8 +94,8 @@ class Pack(BaseStep):
         flat = np.ascontiguousarray(blocks, dtype=np.int32).reshape(-1)
         lengths = np.full(n, self.block_size, dtype=np.int64)
         if self.isolate:
-            return [self._tag(self._isolated(flat, starts, lengths, pad=False))]
-        return [self._tag(model_batch(flat, lengths))]
+            return [self._tag(self._isolated(flat, starts, lengths, pad=False), pieces)]
+        return [self._tag(model_batch(flat, lengths), pieces)]
 
     def _isolated(self, ids: np.ndarray, starts: np.ndarray, block_lengths: np.ndarray, *,
                   pad: bool) -> pa.RecordBatch:
@@ -107,16 +111,19 @@ class Pack(BaseStep):
         self.stats.add("first_labels_masked", masked)
         return batch
 
-    def _tag(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        if self.source is None:
-            return batch
-        n = batch.num_rows
-        return with_columns(batch, {"_source": numeric_array(np.full(n, self.source, np.int32), pa.int32()),
-                                    "_group": numeric_array(np.full(n, -1, np.int64), pa.int64())})
+    def _tag(self, batch: pa.RecordBatch, pieces: pa.Array | None) -> pa.RecordBatch:
+        extra = {} if pieces is None else {"_pieces": pieces}
+        if self.source is not None:
+            n = batch.num_rows
+            extra = {"_source": numeric_array(np.full(n, self.source, np.int32), pa.int32()),
+                     "_group": numeric_array(np.full(n, -1, np.int64), pa.int64()), **extra}
+        return with_columns(batch, extra) if extra else batch
 
     def flush(self) -> list[pa.RecordBatch]:
         tail, self.carry = self.carry, np.zeros(0, dtype=np.int32)
         starts, self.carry_starts = self.carry_starts, np.zeros(0, dtype=bool)
+        pieces = self.docs.cut(1, len(tail)) if len(tail) else None
+        self.docs = DocumentPieces()
         if len(tail) == 0:
             return []
         if self.remainder == "drop":
@@ -129,9 +136,48 @@ class Pack(BaseStep):
         n_pad = self.block_size - len(tail) if self.remainder == "pad" else 0
         if self.isolate:
             self.stats.add("padding_tokens", n_pad)
-            return [self._tag(self._isolated(tail, starts, np.array([len(tail)]), pad=n_pad > 0))]
+            return [self._tag(self._isolated(tail, starts, np.array([len(tail)]), pad=n_pad > 0), pieces)]
         ids = np.concatenate([tail, np.full(n_pad, self.pad_id, dtype=np.int32)])
         attention = np.concatenate([np.ones(len(tail), np.int8), np.zeros(n_pad, np.int8)])
         labels = np.concatenate([tail, np.full(n_pad, IGNORE_INDEX, dtype=np.int32)])
         self.stats.add("padding_tokens", n_pad)
-        return [self._tag(model_batch(ids, np.array([len(ids)]), attention=attention, labels=labels))]
+        return [self._tag(model_batch(ids, np.array([len(ids)]), attention=attention, labels=labels), pieces)]
+
+
+class DocumentPieces:
+    """The documents in a packer's carry: where each came from (``_where``), where it starts in
+    the carry, and at which of its own tokens (a document cut by the last block goes on from
+    there). ``cut`` says which document pieces the next blocks hold: a block's ``_pieces``."""
+
+    def __init__(self) -> None:
+        self.at = np.zeros(0, np.int64)
+        self.offset = np.zeros(0, np.int64)
+        self.where: list[str] = []
+
+    def extend(self, wheres: list[str], lengths: np.ndarray, *, at: int) -> None:
+        keep = np.flatnonzero(lengths > 0)  # an empty document is in no block
+        starts = at + np.cumsum(lengths) - lengths
+        self.at = np.concatenate([self.at, starts[keep]])
+        self.offset = np.concatenate([self.offset, np.zeros(len(keep), np.int64)])
+        self.where += [wheres[k] for k in keep.tolist()]
+
+    def cut(self, n: int, piece: int) -> pa.Array | None:
+        """The pieces of ``n`` blocks of ``piece`` carry tokens each (a list per block), and the
+        carry's documents moved past them; None when the rows had no ``_where``."""
+        if not self.where:
+            return None
+        cut = n * piece
+        points = np.union1d(self.at[self.at < cut], np.arange(n, dtype=np.int64) * piece)
+        doc = np.searchsorted(self.at, points, side="right") - 1
+        block = points // piece
+        where = pa.array([self.where[d] for d in doc.tolist()], pa.string())
+        values = pa.StructArray.from_arrays(
+            [where, numeric_array((points - block * piece).astype(np.int32), pa.int32()),
+             numeric_array(self.offset[doc] + points - self.at[doc], pa.int64())], names=["where", "start", "offset"])
+        offsets = np.searchsorted(block, np.arange(n + 1)).astype(np.int32)
+        ends = np.append(self.at[1:], np.iinfo(np.int64).max)
+        keep = ends > cut  # documents that go on past the blocks (the last one always may)
+        self.offset = self.offset[keep] + np.maximum(0, cut - self.at[keep])
+        self.at = np.maximum(self.at[keep] - cut, 0)
+        self.where = [w for w, k in zip(self.where, keep.tolist()) if k]
+        return pa.ListArray.from_arrays(numeric_array(offsets, pa.int32()), values)

@@ -155,6 +155,7 @@ class PackRows(BaseStep):
     """
 
     scope = "split"
+    joins_rows = True  # an output row is made of several built rows: as many as its seq_lens lists
 
     def __init__(self, options: PackOptions, *, pad_id: int):
         super().__init__()

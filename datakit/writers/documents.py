@@ -45,5 +45,6 @@ def write_documents(recipe: Recipe, documents: SpillWriter, folder: Path, *, wri
     documents and tokens (before EOD) per split."""
     from ..stages import write
 
-    written = write(plan_splits(recipe, documents), documents, folder, writers=writers)
+    # the rows' provenance is the build's; the documents' would only repeat it, piece by piece
+    written = write(plan_splits(recipe, documents), documents, folder, writers=writers, provenance=False)
     return {name: {"documents": entry["rows"], "tokens": entry["tokens"]} for name, entry in written.items()}

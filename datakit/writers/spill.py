@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from ..columns import MODEL_COLUMNS as COLUMNS
 from ..columns import NUMPY_TYPES, flat_lists, list_array, model_batch, require, row_offsets, with_columns
+from .provenance import PieceLog
 
 # kept when the steps make them: position_ids of documents isolated inside blocks (seq_lens, a
 # list per row rather than per token, is derived from them in stages.SplitRows.batches)
@@ -41,6 +42,7 @@ class SpillWriter:
         self.meta_parts: dict[str, list[np.ndarray]] = {"source": [], "group": [], "hash": [], "held": []}
         self.rows = 0
         self.tokens = 0  # attention_mask 1: padding not counted
+        self.pieces = PieceLog()  # where each row came from (writers/provenance.py)
         self._whole: dict[str, np.ndarray] | None = None
 
     def write(self, batch: pa.RecordBatch) -> None:
@@ -69,6 +71,7 @@ class SpillWriter:
         held = batch.column("_held").to_numpy() if "_held" in batch.schema.names else np.zeros(batch.num_rows, np.int8)
         self.meta_parts["held"].append(held.astype(np.int8, copy=False))
         self.lengths_parts.append(lengths.astype(np.int64))
+        self.pieces.add(batch, self.rows)
         self.rows += batch.num_rows
 
     def _spill(self) -> None:

@@ -51,7 +51,8 @@ def test_one_build_writes_every_format_and_lists_every_file(tmp_path, make_recip
     on_disk = json.loads((out / "manifest.json").read_text())
     assert on_disk["formats"] == result.manifest["formats"]
     files = [f for fmt in result.manifest["formats"].values() for f in fmt["files"]]
-    assert {f["path"]: f["bytes"] for f in files} == _on_disk(out)
+    traced = list(result.manifest["provenance"].values())  # the side files: where each row came from
+    assert {f["path"]: f["bytes"] for f in files + traced} == _on_disk(out)
     assert {f["format"] for f in files} == {"hf", "parquet", "mds"}
     assert list(result.manifest["formats"]) == ["hf", "parquet", "mds"]
     for split in ("train", "validation"):
