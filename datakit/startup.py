@@ -15,8 +15,8 @@ tokenizer, cutoff 256; 65 s of CPU) and a 320 MB pretraining build (blocks of 10
   and the interpreter's teardown would free the tokenizer's and the libraries' objects one by one
   (0.2-0.3 s after the alpaca build, on a busy machine).
 Measured and dropped: one OpenBLAS thread (a build never calls BLAS; the idle pool thread used
-0.05 s) and tokenizers' parallelism off while the executor encodes two batches side by side (no
-difference: see ``executor._Chain.parallel``).
+0.05 s). The executor's TOKENIZERS_PARALLELISM setting is scoped to its tokenizing threads and
+measured there: see ``executor._one_thread_per_batch``.
 """
 from __future__ import annotations
 
