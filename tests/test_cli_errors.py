@@ -171,6 +171,13 @@ def _env():
     return {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
+def _as_from_a_terminal():
+    """Ctrl-C's default disposition in the child, as a shell in a terminal gives it: a shell that
+    runs the tests in the background (``cmd &``) passes SIGINT on ignored, and the children of an
+    ignoring process would never see the signal these tests send."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("delay", [0.0, 0.01, 0.03, 0.08, 0.15, 0.4, 1.0])
 def test_ctrl_c_at_any_moment_of_a_build_is_one_line(tmp_path, hf_tokenizer, delay):
     out = tmp_path / "out"
@@ -178,7 +185,8 @@ def test_ctrl_c_at_any_moment_of_a_build_is_one_line(tmp_path, hf_tokenizer, del
     assert CliRunner().invoke(cli, ["build", str(recipe), "--silent"]).exit_code == 0
     before = snapshot(out)
     proc = subprocess.Popen([sys.executable, "-c", LAUNCH, "build", str(recipe), "--overwrite", "--silent"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(),
+                            preexec_fn=_as_from_a_terminal)
     assert proc.stdout.readline() == b"up\n"
     time.sleep(delay)
     proc.send_signal(signal.SIGINT)
@@ -217,11 +225,13 @@ main()
 
 
 def test_ctrl_c_at_any_call_while_the_cli_loads_is_one_line():
-    total = subprocess.run([sys.executable, "-c", AT_CALL, "0"], capture_output=True, text=True, env=_env())
+    total = subprocess.run([sys.executable, "-c", AT_CALL, "0"], capture_output=True, text=True, env=_env(),
+                           preexec_fn=_as_from_a_terminal)
     assert total.returncode == 0, total.stderr
     n = int(total.stdout.split()[0])
     for at in sorted({1, n // 10, n // 3, n // 2, 3 * n // 4, n - 20, n - 2, n}):
-        done = subprocess.run([sys.executable, "-c", AT_CALL, str(at)], capture_output=True, text=True, env=_env())
+        done = subprocess.run([sys.executable, "-c", AT_CALL, str(at)], capture_output=True, text=True, env=_env(),
+                              preexec_fn=_as_from_a_terminal)
         assert done.returncode == 1 and done.stderr.strip() == "interrupted", (at, n, done.stderr[-600:])
 
 
