@@ -24,15 +24,14 @@ import logging
 import os
 import re
 import shutil
-import signal
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import OutputError
+from .signals import BuildSignals
 from .target import MANIFEST, _real, check_target
 
 STAGE, OLD, JOURNAL, PART = "datakit-stage", "datakit-old", "datakit-swap", "datakit-part"
@@ -224,47 +223,6 @@ def _discard(target: Path, old: Path | None) -> None:
                     f"into {target} removes it")
 
 
-class _Signals:
-    """SIGINT/SIGTERM handling while a build is staged: SIGTERM stops the build like Ctrl-C, and
-    during the swap both are held back until it is done, so a swap is never cut by a signal
-    (only by SIGKILL, which the journal covers)."""
-
-    def __init__(self):
-        self.main = threading.current_thread() is threading.main_thread()
-        self.saved = {}
-        self.pending: int | None = None
-
-    def __enter__(self):
-        if self.main:
-            self.saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-            signal.signal(signal.SIGTERM, self._raise)
-        return self
-
-    @staticmethod
-    def _raise(signum, frame):
-        raise KeyboardInterrupt("terminated")
-
-    def _hold(self, signum, frame):
-        self.pending = signum
-
-    @contextlib.contextmanager
-    def held(self):
-        if self.main:
-            for s in self.saved:
-                signal.signal(s, self._hold)
-        try:
-            yield
-        finally:
-            if self.main:
-                signal.signal(signal.SIGINT, self.saved[signal.SIGINT])
-                signal.signal(signal.SIGTERM, self._raise)
-
-    def __exit__(self, *exc):
-        if self.main:
-            for s, handler in self.saved.items():
-                signal.signal(s, handler)
-
-
 def _write_error(e: OSError, stage: Path, target: Path, kept: str) -> OutputError | None:
     """An OSError from writing the stage (full disk, read-only, quota...) as one line, or None."""
     text = str(e)
@@ -310,7 +268,7 @@ def staged_output(target: str | Path, *, overwrite: bool, protect: Iterable[tupl
     """
     given = Path(target)
     protect = list(protect)
-    with _Signals() as signals:  # from here SIGTERM stops the build the way Ctrl-C does
+    with BuildSignals() as signals:  # from here SIGTERM stops the build the way Ctrl-C does
         stage, lock_fd, real, kept = _open_stage(given, overwrite=overwrite, protect=protect)
         committed = False
         try:

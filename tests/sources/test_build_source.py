@@ -102,7 +102,7 @@ def test_weights_share_the_rows(hf_tokenizer, tmp_path, write_jsonl):
                                        {"path": str(tmp_path / "bb"), "format": "build", "weight": 3}],
                         val=0, transforms=[])
     manifest = built(recipe, tmp_path / "mix")
-    assert [s["rows"] for s in manifest["sources"]] == [10, 30]  # 40 rows shared 1:3
+    assert [s["rows"] for s in manifest["sources"]] == [10, 30]  # 40 rows split 1:3
     got = Counter(rows(tmp_path / "mix", "train"))
     from_b = Counter(rows(tmp_path / "bb", "train"))
     assert all(got[r] == 3 * from_b[r] for r in from_b)
@@ -133,9 +133,9 @@ def test_mixed_with_a_text_source_tokenizes_only_it(hf_tokenizer, source_a, tmp_
 
 
 def test_duplicates_across_sources_never_straddle(hf_tokenizer, tmp_path, write_jsonl):
-    shared = alpaca_records(12, prefix="shared")
-    a = write_jsonl("a.jsonl", shared + alpaca_records(20, prefix="a"))
-    b = write_jsonl("b.jsonl", alpaca_records(20, prefix="b") + shared)
+    common = alpaca_records(12, prefix="common")
+    a = write_jsonl("a.jsonl", common + alpaca_records(20, prefix="a"))
+    b = write_jsonl("b.jsonl", alpaca_records(20, prefix="b") + common)
     built(sft_recipe(hf_tokenizer, [{"path": str(a), "format": "alpaca"}], val=0.3, seed=4), tmp_path / "ba")
     built(sft_recipe(hf_tokenizer, [{"path": str(b), "format": "alpaca"}], val=0.3, seed=5), tmp_path / "bb")
     for seed in range(4):
