@@ -28,11 +28,19 @@ class Encoded:
     hold more than the ``max_tokens`` asked for; their ids are the first ids of the whole text.
     """
 
-    __slots__ = ("ids", "lengths", "offsets", "cut")
+    __slots__ = ("ids", "lengths", "_offsets", "cut", "spelled")
 
     def __init__(self, ids: np.ndarray, lengths: np.ndarray, offsets: np.ndarray | None = None,
-                 cut: np.ndarray | None = None):
-        self.ids, self.lengths, self.offsets, self.cut = ids, lengths, offsets, cut
+                 cut: np.ndarray | None = None, spelled=None):
+        self.ids, self.lengths, self._offsets, self.cut, self.spelled = ids, lengths, offsets, cut, spelled
+
+    @property
+    def offsets(self) -> np.ndarray | None:
+        """Per token (start, end) in its row's text: characters, or bytes on the spelled path
+        (spelled.py), where they are made only when asked for."""
+        if self._offsets is None and self.spelled is not None:
+            self._offsets = self.spelled.offsets()
+        return self._offsets
 
     @property
     def starts(self) -> np.ndarray:

@@ -22,10 +22,23 @@ import numpy as np
 Ranges = list[tuple[int, int]]
 
 
+_FIRSTS: dict[re.Pattern, tuple[str, int]] = {}  # pattern -> (first characters of its strings, longest)
+
+
 def special_pattern(strings) -> re.Pattern | None:
     """Leftmost-longest matching of the given strings, as the tokenizers' added vocabulary does."""
     strings = sorted({s for s in strings if s}, key=len, reverse=True)
-    return re.compile("|".join(map(re.escape, strings))) if strings else None
+    if not strings:
+        return None
+    pattern = re.compile("|".join(map(re.escape, strings)))
+    _FIRSTS[pattern] = ("".join(sorted({s[0] for s in strings})), len(strings[0]))
+    return pattern
+
+
+def _may_hold(text: str, ranges: Ranges, firsts: str, longest: int) -> bool:
+    """Whether a special-token string could overlap a range: one that does starts less than
+    ``longest`` characters before the range's start, or inside it, with one of ``firsts``."""
+    return any(text.find(f, max(0, a - longest + 1), b) >= 0 for a, b in ranges if b > a for f in firsts)
 
 
 def _overlaps(a: int, b: int, ranges: Ranges) -> bool:
@@ -49,6 +62,15 @@ def rows_with_data_specials(texts: list[str], pattern: re.Pattern | None, data: 
     a Python test per match; a chat batch holds ~10 markup matches per row)."""
     if pattern is None or data is None or not any(data):
         return []
+    if pattern in _FIRSTS:  # most rows cannot hold one: search only the others (str.find is memchr)
+        firsts, longest = _FIRSTS[pattern]
+        keep = [r for r, (text, ranges) in enumerate(zip(texts, data)) if _may_hold(text, ranges, firsts, longest)]
+        found = _search([texts[r] for r in keep], pattern, [data[r] for r in keep]) if keep else []
+        return [keep[r] for r in found]
+    return _search(texts, pattern, data)
+
+
+def _search(texts: list[str], pattern: re.Pattern, data: list[Ranges]) -> list[int]:
     sep = next((c for c in "\x00\x01\x02\x03\x04" if not pattern.search(c) and c not in pattern.pattern), None)
     if sep is None:  # every candidate separator is part of a special string: test row by row
         return [r for r, (text, ranges) in enumerate(zip(texts, data))

@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import TokenizerError
 from .base import Encoded
 from .mask import mark
+from .spelled import Spelled
 
 STRATEGIES = ("auto", "spelled", "offsets")
 
@@ -66,10 +67,8 @@ def _spelled(tok, texts, spans, *, special: bool, parse_special: bool, data, max
             texts = [t[:e] for t, e in zip(texts, ends)]
         else:
             cut = None
-    offsets = surfaces.byte_offsets(ids, lengths, [t.encode("utf-8") for t in texts], n_pre=n_pre, n_post=n_post)
-    if offsets is None:
+    spelled = Spelled.of(surfaces, ids, lengths, texts, n_pre=n_pre, n_post=n_post)
+    if spelled is None:
         return None
-    byte_spans = [row if t.isascii() else [(len(t[:a].encode()), len(t[:b].encode())) for a, b in row]
-                  for t, row in zip(texts, spans)]
-    enc = Encoded(ids, lengths, offsets, cut)
-    return (enc, *mark(enc, byte_spans, tok.special_ids()))
+    sup, bad = spelled.mark(spans, tok.special_ids(), ids)
+    return Encoded(ids, lengths, cut=cut, spelled=spelled), sup, bad

@@ -15,7 +15,6 @@ import re
 
 import numpy as np
 
-from ..columns import row_offsets
 from .state import component, space_rules, types
 
 _PRE_TOKENIZERS_OK = {"Metaspace", "ByteLevel", "Split", "Whitespace", "WhitespaceSplit", "Punctuation", "Digits"}
@@ -95,43 +94,9 @@ class Surfaces:
     def byte_offsets(self, ids: np.ndarray, lengths: np.ndarray, raw: list[bytes], *, n_pre: int, n_post: int
                      ) -> np.ndarray | None:
         """(n_tokens, 2) byte offsets into each row's UTF-8 text, or None when the ids do not spell
-        the texts exactly.
+        the texts exactly. ``n_pre``/``n_post``: tokens the post-processor adds before/after each
+        row (BOS, EOS): they have no surface and get (0, 0)."""
+        from .spelled import Spelled
 
-        ``n_pre``/``n_post``: tokens the post-processor adds before/after each row (BOS, EOS): they
-        have no surface and get (0, 0).
-        """
-        n = len(lengths)
-        row_start = row_offsets(lengths)
-        surf = self.lengths[ids]
-        if n_pre or n_post:
-            pos = np.arange(len(ids)) - np.repeat(row_start[:-1], lengths)
-            surf = np.where((pos >= n_pre) & (pos < np.repeat(lengths - n_post, lengths)), surf, 0)
-        text_len = np.fromiter(map(len, raw), dtype=np.int64, count=n)
-        end = np.cumsum(surf, dtype=np.int64)
-        spelled = np.diff(np.concatenate([[0], end[row_start[1:] - 1]])) if len(ids) else np.zeros(n, np.int64)
-        spelled = np.where(lengths > 0, spelled, 0)
-        extra = spelled - text_len
-        if np.any((extra != 0) & (extra != 1)):
-            return None
-        total = int(end[-1]) if len(end) else 0
-        idx = np.int32 if total < 2**31 else np.int64
-        start = end - surf
-        # the bytes the ids spell, row after row (int32 positions: half the memory traffic)...
-        gather = np.repeat(self.starts[ids].astype(idx) - start.astype(idx), surf)
-        gather += np.arange(total, dtype=idx)
-        stream = self.flat[gather]
-        # ...against the text's bytes, with the one leading space a tokenizer may add (Metaspace,
-        # add_prefix_space) where the row has one byte more
-        added = extra.tolist()
-        text = np.frombuffer(b"".join([b" " + r if a else r for r, a in zip(raw, added)]) if any(added)
-                             else b"".join(raw), dtype=np.uint8)
-        if len(stream) != len(text) or not np.array_equal(stream, text):
-            return None
-        row_byte_start = row_offsets(spelled)
-        base = np.repeat(row_byte_start[:-1] + extra, lengths)
-        out = np.empty((len(ids), 2), dtype=np.int64)
-        np.subtract(start, base, out=out[:, 0])
-        np.subtract(end, base, out=out[:, 1])
-        np.maximum(out, 0, out=out)
-        out[surf == 0] = 0
-        return out
+        spelled = Spelled.of(self, ids, lengths, [r.decode("utf-8") for r in raw], n_pre=n_pre, n_post=n_post)
+        return None if spelled is None else spelled.offsets()

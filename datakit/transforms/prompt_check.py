@@ -15,6 +15,8 @@ Rows cut at ``cutoff_len`` before their last turn are compared on their text onl
 """
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 
@@ -30,10 +32,16 @@ def _last_run_starts(sup: np.ndarray, starts: np.ndarray) -> np.ndarray:
     return out
 
 
-def _markup_ends(tokenizer):
-    from .chat import markup_tokens
+_MARKUP: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> its markup strings
 
-    return tuple(t for t in markup_tokens(tokenizer) if t)
+
+def _markup_ends(tokenizer):
+    ends = _MARKUP.get(tokenizer)
+    if ends is None:  # reading the added tokens takes ~1 ms: once per tokenizer, not per batch
+        from .chat import markup_tokens
+
+        ends = _MARKUP[tokenizer] = tuple(t for t in markup_tokens(tokenizer) if t)
+    return ends
 
 
 def _spelled_before(surfaces, enc, first: np.ndarray, n_pre: int, n_post: int) -> tuple[np.ndarray, np.ndarray]:
@@ -61,40 +69,62 @@ def inference_mismatch(tokenizer, texts: list[str], starts: list[int | None], pr
     inference prompt's ids."""
     row_starts = enc.starts
     first = _last_run_starts(sup, row_starts)
-    cut = enc.cut if enc.cut is not None else np.zeros(len(texts), dtype=bool)
-    wrong, retokenize = [], []
-    surfaces = tokenizer.surfaces()
-    n_pre, n_post = tokenizer.added_around(special is not False)
-    if surfaces is not None:
-        total, before = _spelled_before(surfaces, enc, first, n_pre, n_post)
+    n = len(texts)
+    has = np.fromiter((s is not None for s in starts), dtype=bool, count=n)
+    ok = np.fromiter(prompt_ok, dtype=bool, count=n)
+    wrong = has & ~ok
+    todo = has & ok & (first >= 0)
+    if enc.cut is not None:
+        todo &= ~enc.cut
+    retokenize = []
+    if enc.spelled is not None:
+        straddles, rest = _straddles(enc.spelled, todo, first, starts)
+        wrong[straddles] = True
+    elif tokenizer.surfaces() is not None:
+        straddles, rest, retokenize = _straddles_by_row(tokenizer, enc, todo, first, texts, starts, special)
+        wrong[straddles] = True
+    else:
+        rest, retokenize = [], np.flatnonzero(todo).tolist()
     markup = _markup_ends(tokenizer)
     prefix = tokenizer._prefix_encoder() if hasattr(tokenizer, "_prefix_encoder") else None
-    for r, (text, start, ok) in enumerate(zip(texts, starts, prompt_ok)):
-        if start is None:
+    for r in rest:
+        text, start = texts[r], starts[r]
+        if text.endswith(markup, 0, start) or (prefix is not None and start < len(text)
+                                               and prefix.barrier(text, start, start + 1) == start):
             continue
-        if not ok:
-            wrong.append(r)
-            continue
-        k = int(first[r])
-        if cut[r] or k < 0:
-            continue
-        lo = int(row_starts[r])
-        if surfaces is not None:
-            extra = int(total[r]) - _utf8_len(text)  # the leading space Metaspace may add
-            if extra not in (0, 1):
-                retokenize.append((r, lo, k))  # the ids do not spell the text (an <unk>...)
-                continue
-            if int(before[r]) != _utf8_len(text[:start]) + extra:
-                wrong.append(r)  # a token straddles the turn's start
-                continue
-            if text.endswith(markup, 0, start) or (prefix is not None and start < len(text)
-                                                   and prefix.barrier(text, start, start + 1) == start):
-                continue
-        retokenize.append((r, lo, k))
+        retokenize.append(r)
     if retokenize:
-        got = tokenizer.encode([texts[r][:starts[r]] for r, _, _ in retokenize], add_special_tokens=special,
+        got = tokenizer.encode([texts[r][:starts[r]] for r in retokenize], add_special_tokens=special,
                                parse_special=True)
-        for j, (r, lo, k) in enumerate(retokenize):
-            if not np.array_equal(got.row(j), enc.ids[lo:lo + k]):
-                wrong.append(r)
-    return sorted(wrong)
+        for j, r in enumerate(retokenize):
+            lo = int(row_starts[r])
+            if not np.array_equal(got.row(j), enc.ids[lo:lo + int(first[r])]):
+                wrong[r] = True
+    return np.flatnonzero(wrong).tolist()
+
+
+def _straddles(spelled, todo: np.ndarray, first: np.ndarray, starts) -> tuple[np.ndarray, list[int]]:
+    """Rows of ``todo`` where a token straddles the turn's start (its first supervised token
+    starts elsewhere in the byte stream than the turn's text), and the others."""
+    rows = np.flatnonzero(todo)
+    turn = spelled.bytes_of(rows, np.fromiter((starts[r] for r in rows), dtype=np.int64, count=len(rows)))
+    k = spelled.row_start[rows] + first[rows]
+    at = spelled.end[k] - spelled.surf[k]  # where the token starts, before any clipping
+    return rows[at != turn], rows[at == turn].tolist()
+
+
+def _straddles_by_row(tokenizer, enc, todo, first, texts, starts, special):
+    """``_straddles`` for an encoding made without a byte stream: the bytes each row's ids spell."""
+    n_pre, n_post = tokenizer.added_around(special is not False)
+    total, before = _spelled_before(tokenizer.surfaces(), enc, first, n_pre, n_post)
+    straddles, rest, retokenize = [], [], []
+    for r in np.flatnonzero(todo).tolist():
+        text, start = texts[r], starts[r]
+        extra = int(total[r]) - _utf8_len(text)  # the leading space Metaspace may add
+        if extra not in (0, 1):
+            retokenize.append(r)  # the ids do not spell the text (an <unk>...)
+        elif int(before[r]) != _utf8_len(text[:start]) + extra:
+            straddles.append(r)
+        else:
+            rest.append(r)
+    return np.array(straddles, dtype=np.int64), rest, retokenize
