@@ -27,15 +27,15 @@ from ..columns import row_offsets
 class Spelled:
     """Token and row positions in the batch's byte stream (see the module docstring)."""
 
-    __slots__ = ("start", "end", "surf", "row_start", "before", "spelled", "base", "char_byte")
+    __slots__ = ("start", "end", "surf", "row_start", "before", "spelled", "base", "wide")
 
-    def __init__(self, start, end, surf, row_start, before, spelled, base, char_byte):
+    def __init__(self, start, end, surf, row_start, before, spelled, base, wide):
         self.start, self.end, self.surf = start, end, surf  # per token (start clipped to its row's base)
         self.row_start = row_start  # where each row's tokens start (n + 1)
         self.before = before  # stream bytes before each row (n + 1)
         self.spelled = spelled  # bytes each row's ids spell
         self.base = base  # where each row's text starts in the stream
-        self.char_byte = char_byte  # per row, a function char offset -> byte offset (None: ASCII batch)
+        self.wide = wide  # (a bool per row: not ASCII, the texts), or None for an ASCII batch
 
     @classmethod
     def of(cls, surfaces, ids: np.ndarray, lengths: np.ndarray, texts: list[str], *, n_pre: int, n_post: int
@@ -54,23 +54,21 @@ class Spelled:
         spelled = np.diff(before)
         joined = "".join(texts)
         raw = joined.encode("utf-8")
-        chars = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
-        char_base = row_offsets(chars)
+        wide = None  # rows holding characters outside ASCII, whose offsets differ in bytes
         if len(raw) == len(joined):
-            text_start, char_byte = char_base, None
+            sizes = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
         else:
-            stream = np.frombuffer(raw, dtype=np.uint8)
-            char_at = np.flatnonzero((stream & 0xC0) != 0x80)  # the byte each character starts at
-            char_at = np.append(char_at, len(raw))
-            text_start = char_at[char_base]
-            char_byte = (char_at, char_base, text_start)
+            wide = np.fromiter((not t.isascii() for t in texts), dtype=bool, count=len(texts))
+            sizes = np.fromiter((len(t.encode("utf-8")) if w else len(t) for t, w in zip(texts, wide.tolist())),
+                                dtype=np.int64, count=len(texts))
+        text_start = row_offsets(sizes)
         extra = spelled - np.diff(text_start)
         if np.any((extra != 0) & (extra != 1)):
             return None
         if not _spells(surfaces, ids, start, surf, raw, text_start, extra):
             return None
         base = before[:-1] + extra
-        out = cls(start, end, surf, row_start, before, spelled, base, char_byte)
+        out = cls(start, end, surf, row_start, before, spelled, base, None if wide is None else (wide, texts))
         spaced = np.flatnonzero(extra)
         if len(spaced):  # the token spelling the added space starts where the text does
             first = np.searchsorted(end, before[spaced], side="right")
@@ -79,10 +77,13 @@ class Spelled:
 
     def bytes_of(self, rows: np.ndarray, chars: np.ndarray) -> np.ndarray:
         """Stream positions of character offsets ``chars`` in the texts of ``rows``."""
-        if self.char_byte is None:
-            return self.base[rows] + chars
-        char_at, char_base, text_start = self.char_byte
-        return self.base[rows] + char_at[char_base[rows] + chars] - text_start[rows]
+        out = self.base[rows] + chars
+        if self.wide is not None:  # rows outside ASCII: the UTF-8 length of the text before
+            wide, texts = self.wide
+            for i in np.flatnonzero(wide[rows]).tolist():
+                r, c = int(rows[i]), int(chars[i])
+                out[i] = self.base[r] + len(texts[r][:c].encode("utf-8"))
+        return out
 
     def offsets(self) -> np.ndarray:
         """(n_tokens, 2) byte offsets into each row's text (zero-width tokens at (0, 0))."""
