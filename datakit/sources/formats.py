@@ -113,6 +113,9 @@ def _content(value, where: str, field: str) -> str:
     raise _error(where, field, f"must be a string or a list of text parts, got {type(value).__name__}")
 
 
+_MISSING = object()
+
+
 def _conversation(row: _Row, list_key: str, role_key: str, content_key: str, roles: dict | set) -> dict:
     key = row.key(list_key)
     turns = row.record.get(key)
@@ -123,20 +126,25 @@ def _conversation(row: _Row, list_key: str, role_key: str, content_key: str, rol
     rk, ck = row.key(role_key), row.key(content_key)
     out = []
     for i, turn in enumerate(turns):
-        field = f"{key}[{i}]"
         if not isinstance(turn, dict):
-            raise _error(row.where, field, "a turn must be an object")
+            raise _error(row.where, f"{key}[{i}]", "a turn must be an object")
         role = turn.get(rk)
         if role not in roles:
-            raise _error(row.where, f"{field}.{rk}", f"unknown role {role!r} (expected one of {', '.join(sorted(roles))})")
-        if ck not in turn:
-            raise _error(row.where, f"{field}.{ck}", "missing")
+            raise _error(row.where, f"{key}[{i}].{rk}",
+                         f"unknown role {role!r} (expected one of {', '.join(sorted(roles))})")
+        content = turn.get(ck, _MISSING)
+        if content is _MISSING:
+            raise _error(row.where, f"{key}[{i}].{ck}", "missing")
         role = roles[role] if isinstance(roles, dict) else role
-        reasoning = next((turn[k] for k in REASONING_KEYS if turn.get(k) is not None), None)
-        if reasoning is not None and not isinstance(reasoning, str):
-            raise _error(row.where, f"{field}.reasoning_content", f"must be a string, got {type(reasoning).__name__}")
-        out.append({"role": role, "content": _content(turn[ck], row.where, f"{field}.{ck}"),
-                    "reasoning_content": reasoning})
+        reasoning = None
+        if len(turn) > 2:  # a turn of a role and a text (nearly all) has no reasoning to look for
+            reasoning = next((turn[k] for k in REASONING_KEYS if turn.get(k) is not None), None)
+            if reasoning is not None and not isinstance(reasoning, str):
+                raise _error(row.where, f"{key}[{i}].reasoning_content",
+                             f"must be a string, got {type(reasoning).__name__}")
+        if type(content) is not str:
+            content = _content(content, row.where, f"{key}[{i}].{ck}")
+        out.append({"role": role, "content": content, "reasoning_content": reasoning})
     if not any(t["role"] == "assistant" for t in out):
         raise _error(row.where, key, "has no assistant turn to train on")
     return {"messages": out}

@@ -35,7 +35,7 @@ class Spelled:
         self.before = before  # stream bytes before each row (n + 1)
         self.spelled = spelled  # bytes each row's ids spell
         self.base = base  # where each row's text starts in the stream
-        self.wide = wide  # (a bool per row: not ASCII, the texts), or None for an ASCII batch
+        self.wide = wide  # _Wide: the rows outside ASCII, or None for an ASCII batch
 
     @classmethod
     def of(cls, surfaces, ids: np.ndarray, lengths: np.ndarray, texts: list[str], *, n_pre: int, n_post: int
@@ -54,13 +54,11 @@ class Spelled:
         spelled = np.diff(before)
         joined = "".join(texts)
         raw = joined.encode("utf-8")
-        wide = None  # rows holding characters outside ASCII, whose offsets differ in bytes
-        if len(raw) == len(joined):
-            sizes = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
-        else:
-            wide = np.fromiter((not t.isascii() for t in texts), dtype=bool, count=len(texts))
-            sizes = np.fromiter((len(t.encode("utf-8")) if w else len(t) for t, w in zip(texts, wide.tolist())),
-                                dtype=np.int64, count=len(texts))
+        sizes = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+        wide = None
+        if len(raw) != len(joined):
+            wide = _Wide(texts)
+            sizes[wide.rows] = wide.sizes
         text_start = row_offsets(sizes)
         extra = spelled - np.diff(text_start)
         if np.any((extra != 0) & (extra != 1)):
@@ -68,7 +66,7 @@ class Spelled:
         if not _spells(surfaces, ids, start, surf, raw, text_start, extra):
             return None
         base = before[:-1] + extra
-        out = cls(start, end, surf, row_start, before, spelled, base, None if wide is None else (wide, texts))
+        out = cls(start, end, surf, row_start, before, spelled, base, wide)
         spaced = np.flatnonzero(extra)
         if len(spaced):  # the token spelling the added space starts where the text does
             first = np.searchsorted(end, before[spaced], side="right")
@@ -78,11 +76,10 @@ class Spelled:
     def bytes_of(self, rows: np.ndarray, chars: np.ndarray) -> np.ndarray:
         """Stream positions of character offsets ``chars`` in the texts of ``rows``."""
         out = self.base[rows] + chars
-        if self.wide is not None:  # rows outside ASCII: the UTF-8 length of the text before
-            wide, texts = self.wide
-            for i in np.flatnonzero(wide[rows]).tolist():
-                r, c = int(rows[i]), int(chars[i])
-                out[i] = self.base[r] + len(texts[r][:c].encode("utf-8"))
+        if self.wide is not None:
+            k = self.wide.index[rows]
+            sel = np.flatnonzero(k >= 0)
+            out[sel] = self.base[rows[sel]] + self.wide.bytes_before(k[sel], chars[sel])
         return out
 
     def offsets(self) -> np.ndarray:
@@ -159,6 +156,26 @@ class Spelled:
         if not len(wrong):
             return []
         return sorted(set((np.searchsorted(self.row_start, wrong, side="right") - 1).tolist()))
+
+
+class _Wide:
+    """UTF-8 offsets in the rows that hold characters outside ASCII, from their code points."""
+
+    def __init__(self, texts: list[str]):
+        self.rows = np.flatnonzero(np.fromiter((not t.isascii() for t in texts), dtype=bool, count=len(texts)))
+        picked = [texts[r] for r in self.rows.tolist()]
+        points = np.frombuffer("".join(picked).encode("utf-32-le"), dtype=np.uint32)
+        width = 1 + (points >= 0x80).astype(np.int64) + (points >= 0x800) + (points >= 0x10000)
+        self.byte_at = row_offsets(width)  # UTF-8 bytes before each character
+        self.char_base = row_offsets(np.fromiter(map(len, picked), dtype=np.int64, count=len(picked)))
+        self.sizes = np.diff(self.byte_at[self.char_base])
+        self.index = np.full(len(texts), -1, dtype=np.int64)  # row -> its place among these rows
+        self.index[self.rows] = np.arange(len(self.rows))
+
+    def bytes_before(self, k: np.ndarray, chars: np.ndarray) -> np.ndarray:
+        """UTF-8 bytes of the first ``chars`` characters of the ``k``-th of these rows."""
+        base = self.char_base[k]
+        return self.byte_at[base + chars] - self.byte_at[base]
 
 
 def _zero_added(surf: np.ndarray, row_start: np.ndarray, lengths: np.ndarray, n_pre: int, n_post: int) -> None:

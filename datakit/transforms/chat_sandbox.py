@@ -45,11 +45,13 @@ class _Watchdog:
         self.thread: threading.Thread | None = None
 
     def start(self, seconds: float) -> None:
-        with self.lock:
-            self.deadlines[threading.get_ident()] = time.monotonic() + seconds
-            if self.thread is None:
-                self.thread = threading.Thread(target=self._run, name="datakit-render-watchdog", daemon=True)
-                self.thread.start()
+        # one dict store, atomic under the GIL: no lock on the path every render takes
+        self.deadlines[threading.get_ident()] = time.monotonic() + seconds
+        if self.thread is None:
+            with self.lock:
+                if self.thread is None:
+                    self.thread = threading.Thread(target=self._run, name="datakit-render-watchdog", daemon=True)
+                    self.thread.start()
 
     def stop(self) -> None:
         with self.lock:  # held while the watchdog raises: no exception lands after a render ended
@@ -186,9 +188,13 @@ def render_limited(template, variables: dict, *, limit: int) -> str:
     try:
         try:
             parts, n = [], 0
-            # shared: ``variables`` already hold the template's globals (see ChatTemplate), so jinja
-            # does not copy them into a new dict for every render
-            for chunk in template.root_render_func(template.new_context(variables, shared=True)):
+            # the context jinja's new_context(variables, shared=True) makes: ``variables`` already
+            # hold the template's globals (see ChatTemplate), so they are not copied for every
+            # render, nor listed (globals_keys only serves ``{% import ... with context %}``,
+            # which needs a loader the sandbox does not have)
+            context = template.environment.context_class(template.environment, variables, template.name,
+                                                         template.blocks)
+            for chunk in template.root_render_func(context):
                 n += len(chunk)
                 if n > limit:
                     raise RenderLimit()
