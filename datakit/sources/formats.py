@@ -206,6 +206,33 @@ def _fast_columns(fmt: str, rows: list, columns: dict[str, str]) -> dict[str, li
 
 def to_batch(fmt: str, rows: list, wheres: list[str], columns: dict[str, str]) -> pa.RecordBatch:
     """Validate ``rows`` of format ``fmt`` and return them as a canonical RecordBatch."""
+    try:
+        return _to_batch(fmt, rows, wheres, columns)
+    except UnicodeEncodeError:  # a JSON escape of half a UTF-16 pair ("\\ud800") is no character
+        for record, where in zip(rows, wheres):
+            try:
+                _to_batch(fmt, [record], [where], columns)
+                continue
+            except UnicodeEncodeError:
+                field = _surrogate_at(record)
+                raise _error(where, field, "holds a lone UTF-16 surrogate (a JSON escape such as \"\\ud800\" "
+                                           "without its pair), which is not a character and has no UTF-8 form") from None
+        raise
+
+
+def _surrogate_at(value, path: str = "") -> str | None:
+    """Where in a JSON value a string holds a lone surrogate (``messages[0].content``), or None."""
+    if isinstance(value, str):
+        return path or "value" if any("\ud800" <= ch <= "\udfff" for ch in value) else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _surrogate_at(item, f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None
+
+
+def _to_batch(fmt: str, rows: list, wheres: list[str], columns: dict[str, str]) -> pa.RecordBatch:
     fast = _fast_columns(fmt, rows, columns)
     if fast is not None:
         fast["_where"] = wheres

@@ -1,5 +1,6 @@
 """Readers: documents and where they came from, streaming chunks, and one clear error per bad input."""
 import json
+import re
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -187,3 +188,18 @@ def test_arrow_readers_report_bytes_as_they_go(tmp_path, monkeypatch):
         assert [r["text"] for r in rows] == texts
         assert sum(seen) == p.stat().st_size and min(seen) >= 0
         assert sum(1 for n in seen if n > 0) >= (5 if moves else 1)
+
+
+@pytest.mark.parametrize("fmt, line, field", [
+    ("text", '{"text": "a \\ud800 b"}', "text"),
+    ("messages", '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x\\udfff"}]}',
+     "messages[1].content"),
+])
+def test_a_lone_surrogate_escape_is_one_line_naming_the_row_and_field(tmp_path, fmt, line, field):
+    """JSON may spell half a UTF-16 pair ("\\ud800"), which json.loads accepts but no UTF-8 text holds."""
+    p = tmp_path / "d.jsonl"
+    ok = '{"text": "fine"}' if fmt == "text" else \
+        '{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}'
+    p.write_text(ok + "\n" + line + "\n")
+    with pytest.raises(SourceError, match=rf"d.jsonl:2: field '{re.escape(field)}': holds a lone UTF-16 surrogate"):
+        list(read_source(SourceConfig(path=str(p), format=fmt), files=[]))
