@@ -47,6 +47,9 @@ class FileInfo:
     _hash: object = field(default_factory=hashlib.sha256, repr=False)
 
 
+_TOO_DEEP = "malformed JSON (arrays or objects nested deeper than Python's JSON parser can follow)"
+
+
 def _decode(raw: bytes, file: str, first_line: int) -> str:
     try:
         return raw.decode("utf-8")
@@ -75,6 +78,8 @@ def read_jsonl(path: Path, info: FileInfo, *, span: "Span | None" = None) -> Ite
             text = _decode(raw, name, lineno)
             try:
                 rows.append(json.loads(text))
+            except RecursionError:
+                raise SourceError(_TOO_DEEP, file=name, line=lineno) from None
             except json.JSONDecodeError as e:
                 raise SourceError(f"malformed JSON ({e.msg}, column {e.colno})", file=name, line=lineno) from None
             wheres.append(f"{name}:{lineno}")
@@ -111,6 +116,8 @@ def read_json(path: Path, info: FileInfo) -> Iterator[Chunk]:
         return
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise SourceError(_TOO_DEEP, file=name) from None
     except json.JSONDecodeError as e:
         raise SourceError(f"malformed JSON ({e.msg}, column {e.colno})", file=name, line=e.lineno) from None
     if not isinstance(data, dict):
@@ -130,6 +137,8 @@ def _json_array(text: str, pos: int, name: str, size: int) -> Iterator[Chunk]:
     while not closed:
         try:
             record, pos = decode(text, pos)
+        except RecursionError:
+            raise SourceError(_TOO_DEEP, file=name, line=text.count("\n", 0, pos) + 1) from None
         except json.JSONDecodeError as e:  # its line and column count from the start of the file
             raise SourceError(f"malformed JSON ({e.msg}, column {e.colno})", file=name, line=e.lineno) from None
         rows.append(record)

@@ -120,6 +120,8 @@ def test_jsonl_is_read_in_chunks(tmp_path):
     ("empty.json", b' [ ] ', "empty.json: empty input: no records"),
     ("empty.jsonl", b"\n\n", "empty.jsonl: empty input: no records"),
     ("list.jsonl", b'["not", "an", "object"]\n', "list.jsonl:1: a record must be a JSON object"),
+    ("deep.jsonl", b'{"text": "a"}\n{"text": ' + b"[" * 100000 + b"]" * 100000 + b"}\n", "deep.jsonl:2: malformed JSON \\(arrays"),
+    ("deep.json", b'[{"text": "a"},\n' + b"[" * 100000 + b"]" * 100000 + b"]", "deep.json:2: malformed JSON \\(arrays"),
 ])
 def test_bad_files(tmp_path, name, content, message):
     p = tmp_path / name
