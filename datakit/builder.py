@@ -52,10 +52,14 @@ def run_build(recipe: Recipe | dict | str | Path, *, output: str | Path | None =
     recipe = _as_recipe(recipe)
     target = Path(output or recipe.output)
     protect = check_build_paths(recipe, target, overwrite=overwrite)  # before any work
-    tokenizer = load_tokenizer(recipe.tokenizer, trust_remote_code=recipe.trust_remote_code)
-    built = open_source_builds(recipe, tokenizer_fingerprint=tokenizer.fingerprint, tokenizer_source=tokenizer.source)
     # the steps close (a filter's rejects file goes into place) before the output is swapped in
     try:
+        # a cluster engine connects first: Ray starts the build's worker processes (~1 s) while this
+        # process loads the tokenizer and opens the steps
+        getattr(engine, "connect", lambda: None)()
+        tokenizer = load_tokenizer(recipe.tokenizer, trust_remote_code=recipe.trust_remote_code)
+        built = open_source_builds(recipe, tokenizer_fingerprint=tokenizer.fingerprint,
+                                   tokenizer_source=tokenizer.source)
         with staged_output(target, overwrite=overwrite, protect=protect) as folder, \
                 opened_steps(recipe, tokenizer) as steps:
             manifest = _build_into(folder, recipe, tokenizer, steps, engine=engine, built=built, silent=silent)

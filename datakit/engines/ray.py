@@ -1,10 +1,11 @@
-"""The Ray Data engine: the recipe's own steps over explicit shards on a Ray cluster.
+"""The Ray engine: the recipe's own steps over explicit shards on a Ray cluster.
 
-    read + per-shard steps (workers) -> global steps (dedup by hash partition, pretraining pack
-    per source) -> per-shard steps (workers) -> ... -> built rows in shard files
+    read + per-shard steps (workers) -> global steps (dedup by hash partition and band shuffle,
+    Ray Data; pretraining pack per source) -> per-shard steps (workers) -> ... -> built rows in
+    shard files
 
-Every phase is a Ray Data ``map_batches`` over one item per shard; a task builds the recipe's
-steps once per worker process (the same classes, options and tokenizer as the local engine),
+A per-shard phase is one Ray task per shard (``ray_run``: why not Ray Data there); a task builds
+the recipe's steps once per worker process (the same classes, options and tokenizer as the local engine),
 runs them with the local executor on its shard and writes the rows to an Arrow file in the
 build's staging folder. Only per-row metadata reaches the driver (see ``ray_rows``): the plan,
 the mixing and the split run on it exactly as for a local build, and the split files are then
@@ -16,6 +17,7 @@ disk); on one machine that is any path.
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import shutil
@@ -45,9 +47,23 @@ INSTALL = "the ray engine needs Ray Data: pip install 'datakit[ray]'"
 def _ray():
     try:
         import ray
-        import ray.data  # noqa: F401
     except ImportError:
         raise EngineError(INSTALL) from None
+    return ray
+
+
+def _ray_data():
+    """Ray Data, for the stages that shuffle (dedup): imported only there, because importing it
+    (with pandas) costs ~0.5 s of the driver's start and ~1 s of each worker's (see ``ray_run``)."""
+    ray = _ray()
+    try:
+        import ray.data
+    except ImportError:
+        raise EngineError(INSTALL) from None
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.execution_options.preserve_order = True
+    ctx.print_on_execution_start = False
     return ray
 
 
@@ -63,6 +79,8 @@ class RayEngine:
 
     def __post_init__(self):
         _ray()  # one line saying what to install, before any work
+        if importlib.util.find_spec("pandas") is None:  # Ray Data's own requirement (ray[data])
+            raise EngineError(INSTALL)
 
     def rows(self, folder: Path) -> ShardRows:
         return ShardRows(folder)
@@ -97,10 +115,6 @@ class RayEngine:
             # cluster stays for this process's later builds (Ray closes it at exit): leaving it
             # costs ~0.4 s, and a later build finds this process's workers already started
             self._started = address is None
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False
-        ctx.execution_options.preserve_order = True
-        ctx.print_on_execution_start = False
         return ray
 
     def describe(self) -> dict:
@@ -210,12 +224,12 @@ class _Build:
     def _read(self, shards: list[ShardSpec]) -> list[dict]:
         seg = _segments(self.steps)[0]
         items = [{"spec": s.__dict__, "steps": [seg[1], seg[2]]} for s in shards]
-        return run_tasks(items, _read_task, job=self.job, stage="read + steps", data=True,
+        return run_tasks(items, _read_task, job=self.job, stage="read + steps",
                          on_result=self._tally)
 
     def _map(self, current: list[dict], a: int, b: int, *, drops=None) -> tuple[list[dict], list]:
         items = [{**c, "steps": [a, b], "drop": (drops or {}).get(c["shard"])} for c in current]
-        results = run_tasks(items, _map_task, job=self.job, stage=f"steps {a}-{b}", data=True, on_result=self._tally)
+        results = run_tasks(items, _map_task, job=self.job, stage=f"steps {a}-{b}", on_result=self._tally)
         return _next(results)
 
     def _in_order(self, current: list[dict], i: int, *, by_source: bool) -> tuple[list[dict], list]:

@@ -33,10 +33,10 @@ def dedup_decisions(build, current: list[dict], metas: list[dict], *, index: int
     driver's step, as the local step would have counted them."""
     import time
 
-    from .ray import _ray
+    from .ray import _ray_data
     from .ray_run import STAGES, run_tasks
 
-    ray = _ray()
+    ray = _ray_data()
     t0 = time.perf_counter()
     step = build.steps[index]
     counts = [len(m["lengths"]) for m in metas]

@@ -76,7 +76,7 @@ def _run(job: dict, a: int, b: int, batches: Iterator[pa.RecordBatch], *, shard:
                 r.file.close()
     return {"path": str(path) if n else "", "rows": n, "tokens": tokens, "first_step": a,
             "stats": [dict(s.stats) for s in chain], "seconds": seconds,
-            "meta": {k: v.tolist() for k, v in meta.items()}}
+            "meta": meta}
 
 
 def _warm_task(job: dict) -> None:

@@ -204,7 +204,7 @@ def _task_pids() -> list[int]:
                 title = (p / "cmdline").read_bytes().split(b"\0")[0]
             except OSError:
                 continue
-            if title.startswith(b"ray::MapBatches"):
+            if title.startswith(b"ray::_call"):
                 pids.append(int(p.name))
     return pids
 
