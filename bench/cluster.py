@@ -81,7 +81,7 @@ def bench_ray(args, p, dk, d1=None):
     # both runs include the driver's start (importing Ray), its connection, and the build's own
     # worker processes (Ray starts them per job); the cluster's start-up is not included
     print(f"  local engine {d1['wall']:6.2f} s; ray engine {warm['wall']:6.2f} s (second build on the running "
-          f"cluster), {cold['wall']:6.2f} s (first build: Ray Data's cluster-wide actors start)")
+          f"cluster), {cold['wall']:6.2f} s (first build on the cluster)")
     for st in ray_m["engine"]["stages"]:
         busy, cpu = st["task_seconds"], st.get("cpu_seconds")
         rate = f"{mb / busy:6.2f} MB/s per worker" if busy and st["stage"] == "read + steps" else ""

@@ -60,6 +60,8 @@ def _ray_data():
         import ray.data
     except ImportError:
         raise EngineError(INSTALL) from None
+    # importing Ray Data configures its logger (INFO lines on each execution): quiet it again
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.execution_options.preserve_order = True
@@ -106,7 +108,9 @@ class RayEngine:
             for name in ("ray", "ray.data"):
                 logging.getLogger(name).setLevel(logging.CRITICAL)
             try:
-                ray.init(address=address, num_cpus=None if address else self.num_cpus,
+                # "local": a new instance; None would join whatever cluster ``ray start`` last
+                # recorded on this machine (/tmp/ray/ray_current_cluster), even a stopped one
+                ray.init(address=address or "local", num_cpus=None if address else self.num_cpus,
                          include_dashboard=False, log_to_driver=False, configure_logging=False,
                          logging_level="ERROR")
             except (ConnectionError, RuntimeError, ValueError) as e:

@@ -62,7 +62,7 @@ def run_tasks(items: list[dict], fn, *, job: dict, stage: str, on_result=lambda 
     except DatakitError:
         raise
     except Exception as e:
-        raise ray_error(e) from None
+        raise _lost(ray, e, stage) or ray_error(e) from None
     STAGES.append({"stage": stage, "tasks": len(items), "wall_seconds": round(time.perf_counter() - t0, 3),
                    "task_seconds": round(busy, 3), "cpu_seconds": round(cpu, 3)})
     return sorted(out, key=lambda r: r["item"])
@@ -77,13 +77,34 @@ def _call(fn, item: dict, k: int, job: dict) -> dict:
     return {**result, "item": k, "task_seconds": time.perf_counter() - t, "cpu_seconds": time.process_time() - cpu}
 
 
+RETRIES = 3  # runs of a task again after its worker process or node died
+
+
 def _tasks(ray, items, fn, job):
-    task = ray.remote(max_retries=3)(_call)
+    task = ray.remote(max_retries=RETRIES)(_call)
     job_ref = ray.put(job)
     pending = [task.remote(fn, it, k, job_ref) for k, it in enumerate(items)]
-    while pending:
-        done, pending = ray.wait(pending, num_returns=1)
-        yield ray.get(done[0])
+    try:
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            yield ray.get(done[0])
+    finally:  # a failed stage leaves no task of its running on the cluster
+        for ref in pending:
+            ray.cancel(ref, force=True)
+
+
+def _lost(ray, e: BaseException, stage: str) -> DatakitError | None:
+    """A task lost past its retries (its worker or node kept dying) as one line; a task that raised
+    (a bug in a step) is not lost and keeps its traceback."""
+    from ray.exceptions import RayError, RayTaskError
+
+    from ..errors import EngineError
+
+    if not isinstance(e, RayError) or isinstance(e, RayTaskError):
+        return None
+    what = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return EngineError(f"the Ray cluster lost a task of the {stage} stage after {RETRIES} retries "
+                       f"({type(e).__name__}: {what})")
 
 
 def _pack_error(e: DatakitError) -> dict:

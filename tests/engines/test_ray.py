@@ -2,10 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -21,14 +17,6 @@ from datakit.recipe import from_dict
 
 ROOT = Path(__file__).resolve().parents[2]
 ray = pytest.importorskip("ray", reason="the ray engine's tests need Ray Data (pip install 'datakit[ray]')")
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-             logging_level="ERROR")
-    yield
-    ray.shutdown()
 
 
 def example(name: str, tmp_path: Path) -> dict:
@@ -193,47 +181,6 @@ def test_build_sources_as_locally(cluster, hf_tokenizer, tmp_path):
     run_build(alone, output=tmp_path / "local-alone", silent=True)
     run_build(alone, output=tmp_path / "ray-alone", silent=True, engine=make_engine("ray"))
     same_build(tmp_path / "local-alone", tmp_path / "ray-alone")
-
-
-def _task_pids() -> list[int]:
-    """Ray worker processes that are running one of the build's tasks (Ray names them ``ray::...``)."""
-    pids = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                title = (p / "cmdline").read_bytes().split(b"\0")[0]
-            except OSError:
-                continue
-            if title.startswith(b"ray::_call"):
-                pids.append(int(p.name))
-    return pids
-
-
-def test_a_killed_worker_is_retried(cluster, tmp_path):
-    data = tmp_path / "rows.jsonl"
-    _jsonl(data, 20000)
-    recipe = from_dict(_sft(tmp_path, data), base_dir=tmp_path)
-    run_build(recipe, output=tmp_path / "local", silent=True)
-    killed: list[int] = []
-    done = threading.Event()
-
-    def killer():
-        while not done.is_set() and not killed:
-            for pid in _task_pids():
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-                break
-            time.sleep(0.02)
-
-    thread = threading.Thread(target=killer)
-    thread.start()
-    try:
-        run_build(recipe, output=tmp_path / "ray", silent=True, engine=make_engine("ray", shard_bytes=65_536))
-    finally:
-        done.set()
-        thread.join()
-    assert killed, "no task was running to be killed"
-    same_build(tmp_path / "local", tmp_path / "ray")
 
 
 def test_without_ray_one_line_says_what_to_install(tmp_path, monkeypatch):
