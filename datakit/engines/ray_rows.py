@@ -1,8 +1,10 @@
 """Built rows that live in per-shard Arrow files written by the workers of a distributed engine.
 
 The driver keeps only what the split plan reads, per row: its length, source, split group,
-content hash and held-out flag (8 + 4 + 8 + 8 + 1 = 29 bytes, 29 MB per million rows). The rows themselves stay in
-the files, on storage every node sees, and are gathered from there by whoever writes a split.
+content hash and held-out flag (8 + 4 + 8 + 8 + 1 = 29 bytes, 29 MB per million rows), and, for
+the provenance files, where each row's pieces came from (~33 bytes a piece, as a local build
+keeps). The rows themselves stay in the files, on storage every node sees, and are gathered from
+there by whoever writes a split.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import pyarrow as pa
 
 from ..columns import MODEL_COLUMNS as COLUMNS
 from ..columns import flat_lists
+from ..writers.provenance import PieceLog
 from ..writers.spill import OPTIONAL, _row_hashes
 
 META = {"lengths": np.int64, "source": np.int32, "group": np.int64, "hash": np.uint64, "held": np.int8}
@@ -67,6 +70,7 @@ class ShardRows:
         self._starts = np.zeros(1, np.int64)
         self._meta = empty_meta()
         self._tables: dict[int, pa.Table] = {}
+        self._pieces: PieceLog | None = None
         self.tokens = 0  # attended tokens of the rows (padding not counted, as the spill counts)
         self._added = None  # (path, writer, metas) of the rows ``write`` adds
 
@@ -80,6 +84,24 @@ class ShardRows:
         self._meta = {k: np.concatenate([m[k] for m in metas]).astype(t, copy=False) if metas else np.zeros(0, t)
                       for k, t in META.items()}
         self._tables = {}
+        self._pieces = None
+
+    @property
+    def pieces(self) -> PieceLog:
+        """Where each built row came from (``writers/provenance.py``), in build order: read from the
+        shard files' ``_where`` (or a block's ``_pieces``) column on the first use, as the local
+        spill records it while the rows arrive (~33 bytes a piece on the driver)."""
+        if self._pieces is None:
+            log = PieceLog()
+            for part, path in enumerate(self.files):
+                table = self._table(part)
+                names = [n for n in ("_pieces", "_where") if n in table.schema.names][:1]
+                first = int(self._starts[part])
+                for batch in table.select(names).to_batches():
+                    log.add(batch, first)
+                    first += batch.num_rows
+            self._pieces = log
+        return self._pieces
 
     @property
     def rows(self) -> int:

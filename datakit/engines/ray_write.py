@@ -26,14 +26,15 @@ PART_TOKENS = 256 << 20  # ~1.5 GB of int32 ids + labels + mask per part file (h
 
 
 def write_splits(plan, rows, folder: Path, *, writers, split_steps=(), seconds=None,
-                 on_rows=lambda n: None) -> dict[str, dict]:
+                 on_rows=lambda n: None, provenance: bool = True) -> dict[str, dict]:
     from ..stages import SplitRows, write
 
     if not all(w.name in ASSEMBLE for w in writers) or not all(hasattr(s, "runs") for s in split_steps):
-        return write(plan, rows, folder, writers=writers, split_steps=split_steps, seconds=seconds, on_rows=on_rows)
+        return write(plan, rows, folder, writers=writers, split_steps=split_steps, seconds=seconds, on_rows=on_rows,
+                     provenance=provenance)
     from .ray_run import run_tasks
 
-    items, orders, planned = [], {}, {}
+    items, orders, planned, per_row = [], {}, {}, {}
     for name, indices in plan.splits.items():
         split = SplitRows(name, indices, rows)
         # a packer per split: its plan and figures are that split's (the write tasks run later)
@@ -44,8 +45,10 @@ def write_splits(plan, rows, folder: Path, *, writers, split_steps=(), seconds=N
         if split_steps:
             (step,) = planned[name]  # one post-split step: instruction pack (a recipe has one pack)
             parts = [(a, b, packs.tolist()) for a, b, packs in step.runs(PART_TOKENS)]
+            per_row[name] = np.concatenate([np.asarray(p, np.int64) for _, _, p in parts])  # built rows per pack
         else:
             parts = [(a, b, None) for a, b in _parts(split.lengths, PART_TOKENS)]
+            per_row[name] = np.ones(len(split.indices), np.int64)
         for k, (a, b, packs) in enumerate(parts):
             items.append({"split": name, "part": k, "of": len(parts), "a": int(a), "b": int(b), "packs": packs})
     job = {"rows": rows, "splits": orders, "writers": writers, "steps": list(split_steps), "folder": str(folder)}
@@ -53,12 +56,15 @@ def write_splits(plan, rows, folder: Path, *, writers, split_steps=(), seconds=N
     written: dict[str, dict] = {}
     for name in plan.splits:
         mine = sorted((r for r in results if r["split"] == name), key=lambda r: r["part"])
+        traced = _provenance(folder, name, plan, rows, orders[name], per_row[name]) if provenance else None
         for writer in writers:
             parts = [Path(r["folder"]) for r in mine]
             writer.files.extend(ASSEMBLE[writer.name](folder, name, parts, [r["files"][writer.name] for r in mine]))
             for r in mine:
                 writer.stats.update(r["stats"][writer.name])
         written[name] = {"rows": sum(r["rows"] for r in mine), "tokens": sum(r["tokens"] for r in mine)}
+        if traced is not None:
+            written[name]["provenance"] = traced
         for step, mine_step in zip(split_steps, planned[name]):
             for r in mine:
                 mine_step.add_run(r["packing"])
@@ -73,6 +79,21 @@ def write_splits(plan, rows, folder: Path, *, writers, split_steps=(), seconds=N
     for writer in writers:
         writer.finish(folder, list(plan.splits))
     return written
+
+
+def _provenance(folder: Path, name: str, plan, rows, order: np.ndarray, per_row: np.ndarray) -> dict | None:
+    """The split's provenance file, written on the driver from the metadata (``writers/provenance.py``):
+    output row k is made of the next ``per_row[k]`` built rows of ``order``, as the workers wrote it."""
+    from ..stages import TAKE_ROWS, _provenance as sink
+
+    traced = sink(folder, name, plan, rows)
+    if traced is None:
+        return None
+    ends = np.cumsum(per_row)
+    for k in range(0, len(per_row), TAKE_ROWS):
+        a = int(ends[k - 1]) if k else 0
+        traced.add(order[a:int(ends[min(k + TAKE_ROWS, len(per_row)) - 1])], per_row[k:k + TAKE_ROWS])
+    return traced.close()
 
 
 def _parts(lengths: np.ndarray, tokens: int) -> list[tuple[int, int]]:

@@ -37,11 +37,24 @@ def rows_of(path: Path) -> dict:
     return {split: {c: ds[split][c] for c in ds[split].column_names} for split in ds}
 
 
+def provenance_of(build: Path) -> dict:
+    """Each split's provenance file as rows (``writers/provenance.py``)."""
+    import pyarrow.parquet as pq
+
+    return {p.stem: pq.read_table(p).to_pylist() for p in sorted((build / "provenance").glob("*.parquet"))}
+
+
 def same_build(a: Path, b: Path) -> None:
+    """The same rows in the same order, the same counts, and where every row came from."""
     assert rows_of(a) == rows_of(b)
     ma, mb = (json.loads((p / "manifest.json").read_text()) for p in (a, b))
     for key in ("counts", "splits", "sources", "inputs", "inputs_fingerprint", "lengths"):
         assert ma[key] == mb[key], key
+    assert provenance_of(a) == provenance_of(b)
+    assert sorted(ma.get("provenance", {})) == sorted(mb.get("provenance", {})) == sorted(ma["splits"])
+    for split, entry in ma["provenance"].items():
+        assert {k: v for k, v in entry.items() if k != "bytes"} == \
+            {k: v for k, v in mb["provenance"][split].items() if k != "bytes"}
 
 
 @pytest.mark.parametrize("name", ["pretrain", "alpaca", "chat", "mix", "alpaca+pack", "mix+group", "pretrain+isolate"])
