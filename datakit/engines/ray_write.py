@@ -1,8 +1,8 @@
 """The write stage on Ray: workers gather a split's rows from the shard files and write them.
 
-Each split is cut into parts of about ``PART_TOKENS`` tokens; one task per part gathers its rows,
-runs them through the post-split steps and writes them with every format's own sink into
-``.parts/{split}-{K}/``. The driver then moves the parts into place (``ray_formats``): for ``hf``
+Each split is cut into parts of about ``PART_TOKENS`` tokens (smaller when the build is small,
+so that every worker gets a part); one task per part gathers its rows, runs them through the
+post-split steps and writes them with every format's own sink into ``.parts/{split}-{K}/``. The driver then moves the parts into place (``ray_formats``): for ``hf``
 as ``data-0000K-of-0000M.arrow`` listed in the split's ``state.json`` (the sharded
 ``datasets.save_to_disk`` layout), for ``parquet`` and ``mds`` as the shards of one numbering
 with the format's index. Best-fit packing (``pack`` of instruction rows) is planned on the driver
@@ -32,8 +32,15 @@ def write_splits(plan, rows, folder: Path, *, writers, split_steps=(), seconds=N
     if not all(w.name in ASSEMBLE for w in writers) or not all(hasattr(s, "runs") for s in split_steps):
         return write(plan, rows, folder, writers=writers, split_steps=split_steps, seconds=seconds, on_rows=on_rows,
                      provenance=provenance)
+    from .ray import _ray
     from .ray_run import run_tasks
 
+    # every worker writes: a build smaller than a part per worker is cut in parts of 1/workers of
+    # it (the bench's 8 M tokens: the train split's part took 0.46 s on one worker, the other idle)
+    ray = _ray()
+    workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    total = sum(int(rows.lengths[idx].sum()) for idx in plan.splits.values())
+    part_tokens = max(1, min(PART_TOKENS, -(-total // workers)))
     items, orders, planned, per_row = [], {}, {}, {}
     for name, indices in plan.splits.items():
         split = SplitRows(name, indices, rows)
@@ -44,10 +51,10 @@ def write_splits(plan, rows, folder: Path, *, writers, split_steps=(), seconds=N
         orders[name] = split.indices
         if split_steps:
             (step,) = planned[name]  # one post-split step: instruction pack (a recipe has one pack)
-            parts = [(a, b, packs.tolist()) for a, b, packs in step.runs(PART_TOKENS)]
+            parts = [(a, b, packs.tolist()) for a, b, packs in step.runs(part_tokens)]
             per_row[name] = np.concatenate([np.asarray(p, np.int64) for _, _, p in parts])  # built rows per pack
         else:
-            parts = [(a, b, None) for a, b in _parts(split.lengths, PART_TOKENS)]
+            parts = [(a, b, None) for a, b in _parts(split.lengths, part_tokens)]
             per_row[name] = np.ones(len(split.indices), np.int64)
         for k, (a, b, packs) in enumerate(parts):
             items.append({"split": name, "part": k, "of": len(parts), "a": int(a), "b": int(b), "packs": packs})
