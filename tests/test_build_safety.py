@@ -69,6 +69,31 @@ def test_a_folder_with_some_other_manifest_is_not_a_build(tmp_path, hf_tokenizer
     assert sorted(os.listdir(other)) == ["background.js", "manifest.json"]
 
 
+@pytest.mark.parametrize("formats", [["hf"], ["hf", "parquet", "megatron", "mds"]])
+def test_a_build_with_a_users_file_inside_is_not_replaced(tmp_path, hf_tokenizer, formats):
+    """--overwrite replaces a build only when every file in it is one its manifest lists: a file or
+    folder a user put into train/ or provenance/ stays, and the build says which."""
+    root, recipe = project(tmp_path, hf_tokenizer, output="../out")
+    body = yaml.safe_load(recipe.read_text())
+    body["output"] = {"path": str(tmp_path / "out"), "formats": formats}
+    recipe.write_text(yaml.safe_dump(body))
+    for _ in range(2):  # a build it made is replaced, every format's files included
+        result = CliRunner().invoke(cli, ["build", str(recipe), "--silent", "--overwrite"])
+        assert result.exit_code == 0, result.output
+    out = tmp_path / "out"
+    for extra, named in ((out / "train" / "mine.txt", "train/mine.txt"), (out / "provenance" / "sub", "provenance/sub/")):
+        if named.endswith("/"):
+            extra.mkdir()
+        else:
+            extra.write_text("my notes")
+        before = snapshot(tmp_path)
+        result = CliRunner().invoke(cli, ["build", str(recipe), "--silent", "--overwrite"])
+        assert result.exit_code == 1 and f"did not write: {named}" in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+        assert snapshot(tmp_path) == before
+        extra.rmdir() if extra.is_dir() else extra.unlink()
+
+
 def test_the_tokenizer_folder_is_never_the_output(tmp_path, hf_tokenizer):
     import shutil
 

@@ -53,10 +53,37 @@ def not_a_build(folder: Path) -> str | None:
     if manifest is None:
         return why
     extra = sorted(set(os.listdir(folder)) - build_layout(manifest))
+    if not extra:
+        extra = _unrecorded(folder, manifest)
     if extra:
         shown = ", ".join(extra[:3]) + (f" and {len(extra) - 3} more" if len(extra) > 3 else "")
         return f"it holds entries the build did not write: {shown}"
     return None
+
+
+def _unrecorded(folder: Path, manifest: dict) -> list[str]:
+    """Files inside the build's folders that its manifest does not list (a user's notes put into
+    ``train/``...). A manifest from before per-file records lists none: nothing to compare."""
+    formats = manifest.get("formats")
+    if not isinstance(formats, dict):
+        return []
+    written = {"manifest.json"}
+    for fmt in formats.values():
+        for f in (fmt.get("files") or []) if isinstance(fmt, dict) else []:
+            if isinstance(f, dict) and isinstance(f.get("path"), str):
+                written.add(f["path"])
+    for entry in (manifest.get("provenance") or {}).values():
+        if isinstance(entry, dict) and isinstance(entry.get("path"), str):
+            written.add(entry["path"])
+    folders = {p.as_posix() for w in written for p in Path(w).parents}
+    found = []
+    for root, dirs, files in os.walk(folder):
+        rel = Path(root).relative_to(folder)
+        found += [(rel / f).as_posix() for f in files if (rel / f).as_posix() not in written]
+        found += [(rel / d).as_posix() + "/" for d in dirs
+                  if (Path(root) / d).is_symlink() or (rel / d).as_posix() not in folders]
+        dirs[:] = [d for d in dirs if (rel / d).as_posix() in folders]  # an unknown folder is named once
+    return sorted(found)
 
 
 def _containing(folder: Path, protect: Iterable[tuple[str, str | Path]]) -> str | None:
