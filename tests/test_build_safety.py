@@ -183,6 +183,24 @@ def test_rejects_appear_with_the_build_and_not_with_a_failed_one(tmp_path, hf_to
     assert snapshot(root) == before and hidden(root) == []
 
 
+@pytest.mark.parametrize("content", [b"my notes\n", b'{"name": "my-web-app"}\n', b"\x00\xff"])
+def test_rejects_never_replace_a_file_datakit_did_not_write(tmp_path, hf_tokenizer, content):
+    root, recipe = project(tmp_path, hf_tokenizer, output="out", steps=with_rejects("notes.txt"))
+    (root / "notes.txt").write_bytes(content)
+    before = snapshot(tmp_path)
+    result = CliRunner().invoke(cli, ["build", str(recipe), "--silent", "--overwrite"])
+    assert result.exit_code == 1 and "is not a rejects file datakit wrote" in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert snapshot(tmp_path) == before
+    (root / "notes.txt").unlink()  # a rejects file it wrote, and an empty one, it replaces
+    for _ in range(2):
+        result = CliRunner().invoke(cli, ["build", str(recipe), "--silent", "--overwrite"])
+        assert result.exit_code == 0, result.output
+        assert {json.loads(line)["reason"] for line in (root / "notes.txt").read_text().splitlines()} == {"too_few_chars"}
+    (root / "notes.txt").write_text("")
+    assert CliRunner().invoke(cli, ["build", str(recipe), "--silent", "--overwrite"]).exit_code == 0
+
+
 def test_rejects_move_with_the_recipe_not_with_output(tmp_path, hf_tokenizer):
     """`rejects` resolves against the recipe's folder like every recipe path; `--output` moves
     only the build (README: "filter.rejects and --output")."""

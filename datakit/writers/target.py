@@ -149,12 +149,34 @@ def check_side_file(path: str | Path, *, what: str, output: Path,
             raise OutputError(f"{what} file {given} would overwrite or be read as {name} {p}")
     if real.is_dir():
         raise OutputError(f"{what} file {given} is a folder; name a file")
+    if real.exists() and not _is_rejects_file(real):
+        raise OutputError(f"{what} file {given} exists and is not a rejects file datakit wrote (JSON lines "
+                          f"with where, reason and row); datakit replaces only files it wrote")
     parent = real.parent
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
         raise OutputError(f"{what} file {given}: {parent} is not a folder")
     return real
+
+
+def _is_rejects_file(path: Path) -> bool:
+    """Whether ``path`` is a file a filter's ``rejects`` wrote: empty, or JSON lines whose first
+    record has exactly the keys where, reason and row."""
+    try:
+        if not path.is_file():
+            return False
+        with open(path, "rb") as f:
+            first = f.readline(1 << 20)
+    except OSError:
+        return False
+    if not first:
+        return True
+    try:
+        record = json.loads(first)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and set(record) == {"where", "reason", "row"}
 
 
 def recipe_paths(recipe) -> list[tuple[str, str | Path]]:
