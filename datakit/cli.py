@@ -196,7 +196,7 @@ def inspect(build_dir, split, row, sample, seed, grep, limit, table, no_color, t
     if html_path:
         from .html import checked_path
 
-        checked_path(html_path)
+        checked_path(html_path, build_dir)
     b = view.open_build(build_dir)
     split_name = split or "train"
     if split is not None:

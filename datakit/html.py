@@ -3,6 +3,7 @@ trained and masked tokens colored. Nothing is loaded from the network: no script
 from __future__ import annotations
 
 import html
+import os
 from pathlib import Path
 
 from .errors import DatakitError
@@ -87,21 +88,37 @@ def _svg_histogram(lengths) -> str:
             f'<text x="{pad}" y="14">max bucket {top} rows</text></svg>')
 
 
-def checked_path(path: str | Path) -> Path:
-    """``path`` as a Path, if a page can be written there (its folder exists, it is not a folder)."""
+PAGE_START = "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>datakit inspect: "
+
+
+def checked_path(path: str | Path, build: str | Path | None = None) -> Path:
+    """``path`` as a Path, if a page can be written there: its folder exists, it is not a folder,
+    not inside the ``build`` it shows, and not a file other than a page this command wrote."""
     out = Path(path)
     if not out.parent.is_dir():
         raise DatakitError(f"cannot write {out}: the folder {out.parent} does not exist")
     if out.is_dir():
         raise DatakitError(f"cannot write {out}: it is a folder")
+    if build is not None:
+        inside = Path(os.path.realpath(build))
+        if inside in Path(os.path.realpath(out)).parents:
+            raise DatakitError(f"cannot write {out}: it is inside the build {build}; write the page beside it")
+    if out.exists():
+        try:
+            with open(out, "rb") as f:
+                head = f.read(len(PAGE_START.encode()))
+        except OSError as e:
+            raise DatakitError(f"cannot write {out}: {e.strerror}") from None
+        if head and head != PAGE_START.encode():
+            raise DatakitError(f"cannot write {out}: it exists and is not a page datakit inspect "
+                               f"wrote; datakit replaces only files it wrote")
     return out
 
 
 def write_html(build: Build, path: str | Path, rows: dict[str, list[int]]) -> Path:
     """Write the page to ``path``; ``rows`` names the rows shown per split."""
-    out = checked_path(path)
-    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>datakit inspect: "
-             f"{html.escape(str(build.path))}</title><style>{CSS}</style></head><body>",
+    out = checked_path(path, build.path)
+    parts = [f"{PAGE_START}{html.escape(str(build.path))}</title><style>{CSS}</style></head><body>",
              f"<h1>datakit build <code>{html.escape(str(build.path))}</code></h1>",
              "<p class='legend'><span class='t trained'>trained token</span><span class='t masked'>masked (-100)</span>"
              "<span class='t masked special'>special</span><span class='t masked multi'>character made of several "

@@ -251,3 +251,17 @@ def test_no_library_error_names_a_command_line_flag():
                     if isinstance(part, ast.Constant) and isinstance(part.value, str) and flag.search(part.value):
                         found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {part.value!r}")
     assert found == []
+
+
+def test_inspect_html_never_replaces_a_file_it_did_not_write(built, tmp_path):
+    manifest = built / "manifest.json"
+    kept = manifest.read_bytes()
+    one_line_error(CliRunner().invoke(cli, ["inspect", str(built), "--html", str(manifest)]), "inside the build")
+    notes = tmp_path / "notes.html"
+    notes.write_text("<html>my page</html>")
+    one_line_error(CliRunner().invoke(cli, ["inspect", str(built), "--html", str(notes)]), "is not a page")
+    assert manifest.read_bytes() == kept and notes.read_text() == "<html>my page</html>"
+    page = tmp_path / "page.html"
+    for _ in range(2):  # its own page it replaces
+        assert CliRunner().invoke(cli, ["inspect", str(built), "--html", str(page)]).exit_code == 0
+    assert page.read_text().startswith("<!doctype html>")
