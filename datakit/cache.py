@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -156,7 +157,8 @@ class Cache:
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             ok = False
         if not ok:
-            shutil.rmtree(path, ignore_errors=True)
+            if _own(path, True):
+                shutil.rmtree(path, ignore_errors=True)
             return None
         try:
             os.utime(path)  # used now: the last to be evicted
@@ -168,10 +170,14 @@ class Cache:
         return EntryWriter(self, key)
 
     def entries(self) -> list[tuple[Path, int, float]]:
-        """Every entry: (folder, bytes, last use), least recently used first."""
+        """Every entry: (folder, bytes, last use), least recently used first. Only folders laid out
+        as entries are (``entries/ab/ab<62 hex>`` holding nothing but its files): whatever else a
+        user put there is never counted, evicted nor cleared."""
         out = []
         if self.entries_dir.is_dir():
             for path in self.entries_dir.glob("*/*"):
+                if not _own(path, _KEY.fullmatch(path.name) is not None and path.name[:2] == path.parent.name):
+                    continue
                 try:
                     size = sum(f.stat().st_size for f in path.iterdir())
                     out.append((path, size, path.stat().st_mtime))
@@ -185,10 +191,20 @@ class Cache:
                 "max_bytes": self.max_bytes}
 
     def clear(self) -> dict:
-        """Remove every entry (and unfinished writes); returns what was removed."""
+        """Remove every entry (and unfinished writes); returns what was removed. Folders the cache
+        did not lay out stay, and so do the folders holding them."""
         before = self.info()
-        for sub in ("entries", "tmp"):
-            shutil.rmtree(self.root / sub, ignore_errors=True)
+        for path, _, _ in self.entries():
+            shutil.rmtree(path, ignore_errors=True)
+        tmp = self.root / "tmp"
+        for path in tmp.iterdir() if tmp.is_dir() else ():
+            if _own(path, _WRITING.fullmatch(path.name) is not None):
+                shutil.rmtree(path, ignore_errors=True)
+        for folder in [*(self.entries_dir.iterdir() if self.entries_dir.is_dir() else ()), self.entries_dir, tmp]:
+            try:
+                folder.rmdir()  # only when empty
+            except OSError:
+                pass
         return before
 
     def evict(self) -> int:
@@ -204,6 +220,20 @@ class Cache:
             total -= size
             removed += 1
         return removed
+
+
+_KEY = re.compile(r"[0-9a-f]{64}")  # an entry's folder: its key
+_WRITING = re.compile(r"[0-9a-f]{16}\.[A-Za-z0-9_]+")  # an unfinished write: tempfile.mkdtemp(prefix=key[:16] + ".")
+
+
+def _own(path: Path, named: bool) -> bool:
+    """Whether ``path`` is a folder the cache made: named as it names them, holding only its files."""
+    if not named or path.is_symlink() or not path.is_dir():
+        return False
+    try:
+        return all(f.name in (ROWS, ENTRY) and f.is_file() and not f.is_symlink() for f in path.iterdir())
+    except OSError:
+        return False
 
 
 class EntryWriter:

@@ -246,6 +246,29 @@ def test_cache_info_and_clear(hf_tokenizer, inputs, tmp_path):
     assert Cache(tmp_path / "c").info()["entries"] == 0
 
 
+def test_cache_clear_and_evict_leave_what_the_cache_did_not_make(hf_tokenizer, inputs, tmp_path):
+    """A cache folder a user also keeps files in: clear removes its entries and unfinished writes,
+    never the user's files or folders, even ones named like entries."""
+    root = tmp_path / "c"
+    build(pretrain(hf_tokenizer, inputs), tmp_path / "one", cache_dir=root)
+    entry = Cache(root).entries()[0][0]
+    mine = [root / "entries" / "notes.txt", root / "tmp" / "draft.txt", entry.parent / "mine.txt",
+            root / "entries" / "ab" / ("ab" + "0" * 62) / "photo.jpg",  # named like an entry, holding other files
+            root / "tmp" / ("0" * 16 + ".abc") / "thesis.tex"]  # named like a write, holding other files
+    for f in mine:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text("mine")
+    (root / "tmp" / ("1" * 16 + ".xyz")).mkdir()  # an unfinished write of the cache's own: removed
+    assert Cache(root).info()["entries"] == 2
+    Cache(root, max_bytes=0).evict()
+    assert all(f.read_text() == "mine" for f in mine)
+    build(pretrain(hf_tokenizer, inputs), tmp_path / "two", cache_dir=root)
+    cleared = CliRunner().invoke(cli, ["cache", "clear", "--cache-dir", str(root)])
+    assert cleared.exit_code == 0 and cleared.output.startswith("removed 2 entries"), cleared.output
+    assert all(f.read_text() == "mine" for f in mine)
+    assert Cache(root).info()["entries"] == 0 and not (root / "tmp" / ("1" * 16 + ".xyz")).exists()
+
+
 def test_no_cache_and_cache_dir_on_the_command_line(hf_tokenizer, inputs, tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump(pretrain(hf_tokenizer, inputs)))
