@@ -3,6 +3,7 @@ each: ``path: message``, in document order, worded for people rather than as jso
 from __future__ import annotations
 
 import json
+import math
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -87,4 +88,18 @@ def validate_dict(data: Any) -> list[str]:
         if "propertyNames" in err.schema_path:
             path = path + [err.instance]
         problems.append(f"{_where(path)}: {_describe(err)}")
+    problems += [f"{_where(path)}: must be a finite number, not {value}" for path, value in _non_finite(data)]
     return problems
+
+
+def _non_finite(value, path: tuple = ()):
+    """YAML's ``.nan`` and ``.inf``: every bound of the schema compares false with NaN, so they are
+    refused here, wherever they are."""
+    if isinstance(value, float) and not math.isfinite(value):
+        yield list(path), value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _non_finite(v, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _non_finite(v, (*path, i))

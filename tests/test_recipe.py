@@ -70,6 +70,22 @@ def test_semantic_problems(data, message):
         R.from_dict(data)
 
 
+@pytest.mark.parametrize("data, message", [
+    (base(split={"val_set_size": float("nan")}), r"split.val_set_size: must be a finite number, not nan"),
+    (base(sources=[{"path": "a.jsonl", "weight": float("inf")}]), r"sources\[0\].weight: must be a finite number, not inf"),
+    (base(sources=[{"path": "a.jsonl", "repeat": float("-inf")}]), r"sources\[0\].repeat: must be a finite number"),
+    (base(transforms=[{"dedup": {"threshold": float("nan")}}, {"tokenize": {}}, {"pack": {"block_size": 8}}]),
+     r"transforms\[0\].dedup.threshold: must be a finite number"),
+    (base(split={"seed": -1}), r"split.seed: must be >= 0"),
+    (base(transforms=[{"tokenize": {}}, {"pack": {"block_size": 2**31}}]), r"transforms\[1\].pack.block_size: must be <= 16777216"),
+])
+def test_numbers_out_of_every_bound(data, message):
+    """NaN compares false with every bound of the schema, so it is refused on its own; a negative
+    seed and a block larger than any context are refused by the schema."""
+    with pytest.raises(RecipeError, match=message):
+        R.from_dict(data)
+
+
 def test_instruction_rows_can_be_packed():
     r = R.from_dict(base(sources=[{"path": "a.json", "format": "alpaca"}],
                          transforms=[{"template": "alpaca"}, {"tokenize": {}}, {"pack": {"block_size": 64}}]))
