@@ -89,7 +89,7 @@ class ChatTemplate:
             return render_limited(self.template, {"messages": messages, "add_generation_prompt": add_generation_prompt,
                                                   **self.variables}, limit=limit)
         except TemplateError as e:
-            raise TemplateError(f"{where}: {e}") from None
+            raise TemplateError(f"{where}: chat template {self.origin}: {e}") from None
         except RenderLimit:
             raise TemplateError(f"{where}: chat template {self.origin} ran past its limits ({RENDER_SECONDS:g} s, "
                                 f"{limit:,} characters) rendering this row") from None

@@ -22,6 +22,8 @@ import threading
 import time
 from datetime import datetime
 
+from jinja2 import Undefined
+
 from ..errors import TemplateError
 
 RENDER_SECONDS = 1.0  # a real template renders a conversation in well under a millisecond
@@ -73,9 +75,9 @@ WATCHDOG = _Watchdog()
 
 
 def _refuse_callable(value):
-    if callable(value) and not isinstance(value, str):
-        raise TemplateError("the chat template prints a callable (its text would hold a memory address, "
-                            "which changes from run to run)")
+    if callable(value) and not isinstance(value, (str, Undefined)):  # an undefined name prints "", as in transformers
+        raise TemplateError("it prints a callable (its text would hold a memory address, which changes from "
+                            "run to run)")
     return value
 
 
@@ -142,7 +144,7 @@ def _jinja_types():
         @staticmethod
         def _check(name):
             if isinstance(name, str) and name.startswith("_"):
-                raise TemplateError(f"chat template: namespace attribute {name!r} starts with an underscore")
+                raise TemplateError(f"namespace attribute {name!r} starts with an underscore")
 
     return GenerationTag, Limited, TemplateNamespace
 
@@ -154,7 +156,7 @@ def make_environment():
     GenerationTag, Limited, TemplateNamespace = _jinja_types()
 
     def raise_exception(message):
-        raise TemplateError(f"chat template: {message}")
+        raise TemplateError(f"it raised: {message}")
 
     def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
         return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)

@@ -180,6 +180,8 @@ def make_template(options: TemplateOptions, *, tokenizer: Tokenizer, chat_templa
         if not p.is_file():
             raise TemplateError(f"chat_template file not found: {source}")
         source, origin = p.read_text("utf-8"), str(p)
+        if not source.strip():
+            raise TemplateError(f"{p}: the chat template file is empty")
     if not source:
         source, origin = tokenizer.chat_template, f"{tokenizer.source} chat template"
     if not source:

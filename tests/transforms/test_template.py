@@ -48,6 +48,20 @@ def test_a_template_that_prints_a_callable_is_refused(chat):
         chat("{{ messages[0].items }}" + CHATML).locate(CONV, "c.jsonl:2")
 
 
+def test_an_undefined_name_prints_nothing_as_in_transformers(chat):
+    """jinja's default Undefined, which transformers' sandbox uses: ``{{ nope }}`` is empty text."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    source = "{{ undefined_name }}" + CHATML
+    text, *_ = chat(source).locate(CONV, "w")
+    assert text == ImmutableSandboxedEnvironment().from_string(source).render(messages=CONV)
+
+
+def test_raise_exception_names_the_row_and_the_template(chat):
+    with pytest.raises(TemplateError, match=r"^c.jsonl:3: chat template t.jinja: it raised: roles must alternate$"):
+        chat("{{ raise_exception('roles must alternate') }}" + CHATML).locate(CONV, "c.jsonl:3")
+
+
 def test_strftime_now_prints_the_fixed_date_in_the_templates_format(chat):
     text, *_ = chat("{{ strftime_now('%d %b %Y') }}|{{ strftime_now('%Y-%m-%d') }}|" + CHATML).locate(CONV, "w")
     assert text.startswith("01 Jan 1970|1970-01-01|")
@@ -72,3 +86,13 @@ def test_each_turn_costs_a_constant_number_of_renders(chat):
     calls.clear()
     t.locate([dict(m, content=m["content"] * 2) for m in turns], "w")
     assert (first, len(calls)) == (5, 2)
+
+
+def test_an_empty_chat_template_file_is_named(hf_tokenizer, tmp_path):
+    from datakit.recipe import TemplateOptions
+    from datakit.transforms.template import make_template
+
+    (tmp_path / "empty.jinja").write_text("\n")
+    with pytest.raises(TemplateError, match=r"empty.jinja: the chat template file is empty"):
+        make_template(TemplateOptions(name="chat"), tokenizer=load_tokenizer(str(hf_tokenizer)),
+                      chat_template=str(tmp_path / "empty.jinja"))
