@@ -29,12 +29,18 @@ class HFTokenizer(Tokenizer):
         self.fingerprint = _fingerprint(files) if files else hashlib.sha256(
             backend.to_str().encode()).hexdigest()
         self.chat_template = config.get("chat_template")
+        if self.chat_template is not None and not isinstance(self.chat_template, str):
+            raise TokenizerError(f"tokenizer {source}: chat_template in its config must be a string (or a list of "
+                                 f"{{name, template}}), got {type(self.chat_template).__name__}")
         added = [t.content for t in backend.get_added_tokens_decoder().values() if t.special]
 
         def token(key, guesses):
             value = config.get(key)
             if isinstance(value, dict):
                 value = value.get("content")
+            if value is not None and not isinstance(value, str):
+                raise TokenizerError(f"tokenizer {source}: {key} in its config must be a string or "
+                                     f"{{\"content\": string}}, got {json.dumps(config.get(key))[:80]}")
             if value is None and key != "pad_token":
                 value = next((g for g in guesses if g in added), None)
             return value if value is not None and backend.token_to_id(value) is not None else None
@@ -218,7 +224,7 @@ def _read_config(folder: Path) -> dict:
     if jinja.is_file():
         config["chat_template"] = jinja.read_text("utf-8")
     if isinstance(config.get("chat_template"), list):  # named templates: take "default"
-        named = {t["name"]: t["template"] for t in config["chat_template"]}
+        named = {t.get("name"): t.get("template") for t in config["chat_template"] if isinstance(t, dict)}
         config["chat_template"] = named.get("default", next(iter(named.values()), None))
     return config
 

@@ -141,3 +141,19 @@ def test_inspect_never_runs_the_code_of_the_tokenizer_a_manifest_names(hf_tokeni
     build = open_build(result.path)
     assert build.tokenizer is None and "trust_remote_code" in build.tokenizer_error
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("bos_token", 7, "bos_token in its config must be a string or"),
+    ("eos_token", {"content": 5}, "eos_token in its config must be a string or"),
+    ("pad_token", ["a"], "pad_token in its config must be a string or"),
+    ("chat_template", 5, "chat_template in its config must be a string"),
+])
+def test_a_config_value_of_the_wrong_type_is_one_line(hf_tokenizer, tmp_path, key, value, message):
+    folder = tmp_path / "tok"
+    shutil.copytree(hf_tokenizer, folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config[key] = value
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    with pytest.raises(TokenizerError, match=message):
+        load_tokenizer(str(folder))
