@@ -160,6 +160,9 @@ class Recipe:
         return next((s.options for s in self.transforms if s.name == name), None)
 
 
+ONCE = ("template", "tokenize", "pack")  # steps that make the rows' shape: a second one has nothing to do
+
+
 def _semantic_problems(data: dict, built: dict[int, str]) -> list[str]:
     """Checks the schema cannot express: step order and format/step agreement. ``built`` holds
     the kind (sft, pretrain) of every ``format: build`` source, by its place in ``sources``."""
@@ -175,6 +178,9 @@ def _semantic_problems(data: dict, built: dict[int, str]) -> list[str]:
     if "tokenize" not in steps:
         problems.append("transforms: a `tokenize` step is required")
     for i, name in enumerate(steps):
+        if name in ONCE and name in steps[:i]:
+            problems.append(f"transforms[{i}].{name}: a recipe has one `{name}` step (the first is "
+                            f"transforms[{steps.index(name)}])")
         if name == "pack":
             problems += _pack_problems(data["transforms"][i]["pack"], i, sft=sft)
             if "tokenize" not in steps[:i]:

@@ -64,6 +64,10 @@ def test_unknown_step_and_missing_keys():
      r"transforms\[2\].pack.eos: applies to text sources, not instruction rows"),
     (base(transforms=[{"tokenize": {}}, {"pack": {"block_size": 8, "strategy": "bfd"}}]),
      r"transforms\[1\].pack.strategy: applies to instruction sources, not text documents"),
+    (base(transforms=[{"tokenize": {}}, {"tokenize": {}}, {"pack": {"block_size": 8}}]),
+     r"transforms\[1\].tokenize: a recipe has one `tokenize` step \(the first is transforms\[0\]\)"),
+    (base(transforms=[{"tokenize": {}}, {"pack": {"block_size": 8}}, {"pack": {"block_size": 16}}]),
+     r"transforms\[2\].pack: a recipe has one `pack` step"),
 ])
 def test_semantic_problems(data, message):
     with pytest.raises(RecipeError, match=message):
