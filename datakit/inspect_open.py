@@ -62,6 +62,10 @@ def open_build(path: str | Path, *, load_tokenizer: bool = True) -> Build:
     if not p.is_dir():
         raise BuildNotFoundError(f"{p}: no such folder" if not p.exists() else f"{p} is a file, not a build folder")
     manifest = read_manifest(p)
+    for key in ("tokenizer", "splits", "counts"):
+        if key in manifest and not isinstance(manifest[key], dict):
+            raise BuildNotFoundError(f"{p / 'manifest.json'}: '{key}' is not an object; the build is damaged, "
+                                     f"rebuild it")
     if not (p / "dataset_dict.json").exists() and (p / "parquet").is_dir():  # output.formats without hf
         splits = {name: _read_parquet_split(p / "parquet" / str(name)) for name in manifest.get("splits", {})}
     elif not (p / "dataset_dict.json").exists() and "hf" not in manifest.get("formats", {"hf": {}}):
@@ -116,7 +120,11 @@ def _read_parquet_split(folder: Path) -> pa.Table:
 def _attach_tokenizer(build: Build) -> None:
     from .tokenization import HFTokenizer, load_tokenizer
 
-    source = build.manifest.get("tokenizer", {}).get("source")
+    info = build.manifest.get("tokenizer")
+    source = info.get("source") if isinstance(info, dict) else None
+    if not isinstance(source, str):
+        build.tokenizer_error = "the manifest names no tokenizer"
+        return
     try:
         build.tokenizer = load_tokenizer(source, trust_remote_code=False)  # a manifest never runs code
     except DatakitError as e:

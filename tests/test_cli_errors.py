@@ -130,7 +130,14 @@ def _missing_arrow(out):
     (out / "train" / "data-00000-of-00001.arrow").unlink()
 
 
+def _null_tokenizer(out):
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["tokenizer"] = None
+    (out / "manifest.json").write_text(json.dumps(manifest))
+
+
 @pytest.mark.parametrize("damage, needle", [
+    (_null_tokenizer, "'tokenizer' is not an object"),
     (_truncate_arrow, "not a readable Arrow stream"), (_garble_arrow, "not a readable Arrow stream"),
     (_corrupt_manifest, "manifest.json: not valid JSON"), (_foreign_manifest, "not a datakit manifest"),
     (_no_dataset_dict, "dataset_dict.json: missing"), (_corrupt_dataset_dict, "dataset_dict.json: not valid JSON"),
@@ -138,6 +145,14 @@ def _missing_arrow(out):
 def test_inspect_on_a_damaged_build(built, damage, needle):
     damage(built)
     one_line_error(CliRunner().invoke(cli, ["inspect", str(built)]), needle)
+
+
+def test_inspect_row_with_a_damaged_provenance_file(built):
+    (built / "provenance" / "train.parquet").write_bytes(b"PA")
+    result = CliRunner().invoke(cli, ["inspect", str(built), "--row", "0"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip().splitlines()[-1].startswith("Error: ") and \
+        "train.parquet: not a readable provenance file" in result.output
 
 
 @pytest.mark.parametrize("args, needle", [

@@ -162,24 +162,32 @@ def provenance_file(build: str | Path, split: str) -> Path:
 
 def read_pieces(build: str | Path, split: str, row: int) -> list[dict] | None:
     """The pieces of output row ``row`` of ``split``, or None when the build has no provenance file."""
-    import pyarrow.parquet as pq
-
     path = provenance_file(build, split)
     if not path.is_file():
         return None
-    table = pq.read_table(path, filters=[("row", "=", row)])
-    return table.to_pylist()
+    return _read(path, filters=[("row", "=", row)]).to_pylist()
+
+
+def _read(path: Path, **options):
+    """The provenance table at ``path``, or one line saying that the file is damaged."""
+    import pyarrow.parquet as pq
+
+    from ..errors import BuildNotFoundError
+
+    try:
+        return pq.read_table(path, **options)
+    except (OSError, pa.ArrowException) as e:
+        raise BuildNotFoundError(f"{path}: not a readable provenance file ({str(e).splitlines()[0]}); the build "
+                                 f"is damaged, rebuild it") from None
 
 
 def read_groups(build: str | Path, split: str, n_rows: int) -> np.ndarray | None:
     """Per output row of ``split``, the split group its build's plan kept together (the group of
     its first piece), or None when the build has no provenance file."""
-    import pyarrow.parquet as pq
-
     path = provenance_file(build, split)
     if not path.is_file():
         return None
-    table = pq.read_table(path, columns=["row", "group"])
+    table = _read(path, columns=["row", "group"])
     rows = table.column("row").to_numpy()
     groups = np.arange(n_rows, dtype=np.int64) - n_rows  # a row without pieces: a group of its own
     first = np.flatnonzero(np.diff(rows, prepend=-1) != 0)
