@@ -93,7 +93,8 @@ def _mds_rows(build: Path) -> dict:
     return {split.name: [plain(s) for s in read_split(split)] for split in sorted((build / "mds").iterdir())}
 
 
-@pytest.mark.parametrize("name, formats, pad", [("pretrain", ["hf", "parquet", "mds"], True),
+@pytest.mark.parametrize("name, formats, pad", [("pretrain", ["hf", "parquet", "mds", "megatron"], True),
+                                                ("pretrain+isolate", ["hf", "megatron"], True),
                                                 ("alpaca", ["hf", "parquet", "mds"], True),
                                                 ("alpaca_packed", ["hf", "parquet"], True),
                                                 ("alpaca_packed", ["hf"], False)])
@@ -102,7 +103,10 @@ def test_formats_and_packs_written_by_workers_as_locally(cluster, tmp_path, monk
     a plan made on the driver); the parts hold the local build's rows in its order."""
     from datakit.engines import ray_write
 
+    name, _, variant = name.partition("+")
     data = example(name, tmp_path)
+    if variant == "isolate":
+        data["transforms"][1]["pack"]["isolate_documents"] = True
     data["output"] = {"path": str(tmp_path / "out"), "formats": formats, "parquet": {"shard_size": "16KB"}}
     if not pad:  # packs of their tokens only (TRL's padding-free layout)
         data["transforms"][-1]["pack"]["pad_to_block_size"] = False
@@ -116,6 +120,10 @@ def test_formats_and_packs_written_by_workers_as_locally(cluster, tmp_path, monk
         assert _parquet_rows(tmp_path / "ray") == _parquet_rows(tmp_path / "local")
     if "mds" in formats:
         assert _mds_rows(tmp_path / "ray") == _mds_rows(tmp_path / "local")
+    if "megatron" in formats:  # the documents before pack, split as locally: the same .bin/.idx bytes
+        megatron = sorted((tmp_path / "local" / "megatron").iterdir())
+        assert megatron and [p.name for p in megatron] == sorted(p.name for p in (tmp_path / "ray" / "megatron").iterdir())
+        assert all(p.read_bytes() == (tmp_path / "ray" / "megatron" / p.name).read_bytes() for p in megatron)
     local, remote = (json.loads((tmp_path / b / "manifest.json").read_text()) for b in ("local", "ray"))
     for fmt in formats:
         counts = {k: v for k, v in remote["formats"][fmt].items() if k != "files"}
