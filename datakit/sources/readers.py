@@ -240,8 +240,12 @@ def read_csv(path: Path, info: FileInfo) -> Iterator[Chunk]:
 
     size = _hash_file(path, info)
     try:
+        with pa.OSFile(str(path)) as f:  # the header's names, to read every column as text
+            names = pcsv.open_csv(f).schema.names
+        # CSV has no types: `42` or `true` in a text column is text, and an empty cell an empty text
+        options = pcsv.ConvertOptions(strings_can_be_null=False, column_types={n: pa.string() for n in names})
         with pa.OSFile(str(path)) as f:
-            reader = pcsv.open_csv(f, convert_options=pcsv.ConvertOptions(strings_can_be_null=False))
+            reader = pcsv.open_csv(f, convert_options=options)
             yield from _arrow_chunks(reader, str(path), size, lambda n: f.tell())
     except Exception as e:
         if isinstance(e, SourceError):

@@ -205,3 +205,21 @@ def test_a_lone_surrogate_escape_is_one_line_naming_the_row_and_field(tmp_path, 
     p.write_text(ok + "\n" + line + "\n")
     with pytest.raises(SourceError, match=rf"d.jsonl:2: field '{re.escape(field)}': holds a lone UTF-16 surrogate"):
         list(read_source(SourceConfig(path=str(p), format=fmt), files=[]))
+
+
+def test_csv_cells_are_text(tmp_path):
+    """CSV has no types: numbers, booleans and empty cells are the text they spell, as Python's csv reads them."""
+    import csv
+
+    p = tmp_path / "a.csv"
+    p.write_text("instruction,input,output\nWhat is 6*7?,,42\nIs it true?,x,true\nnull,,1.50\n")
+    rows = [r for b in read_source(SourceConfig(path=str(p), format="alpaca"), files=[]) for r in b.to_pylist()]
+    want = list(csv.DictReader(p.open()))
+    assert [{k: r[k] for k in ("instruction", "input", "output")} for r in rows] == want
+
+
+def test_csv_with_invalid_utf8_is_one_line(tmp_path):
+    p = tmp_path / "b.csv"
+    p.write_bytes(b"instruction,output\nhi,ok\nbad,\xc3\x28 broken\n")
+    with pytest.raises(SourceError, match=r"b.csv: not a readable CSV file \(.*invalid UTF8"):
+        list(read_source(SourceConfig(path=str(p), format="alpaca"), files=[]))
