@@ -51,15 +51,16 @@ def default_dir() -> Path:
 
 def parse_size(text: str | int) -> int:
     """``"20GB"``, ``"500 MB"``, ``"1e9"`` or an int -> bytes (powers of ten)."""
-    if isinstance(text, int):
-        return text
     s = str(text).strip().lower().replace(" ", "")
     digits = s.rstrip("abcdefghijklmnopqrstuvwxyz")
     unit = s[len(digits):]
     try:
-        return int(float(digits) * _UNITS[unit])
+        size = float(digits) * _UNITS[unit]
     except (KeyError, ValueError):
-        raise DatakitError(f"cache size {text!r} is not a size (e.g. 20GB, 500MB)") from None
+        size = float("nan")
+    if not 0 <= size < float("inf"):
+        raise DatakitError(f"cache size {text!r} is not a size (e.g. 20GB, 500MB, 0 to keep nothing)") from None
+    return int(size)
 
 
 def human_size(n: int) -> str:

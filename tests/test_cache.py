@@ -287,8 +287,10 @@ def test_sizes_parse_in_powers_of_ten():
     assert parse_size("500 mb") == 500 * 10**6
     assert parse_size("1.5k") == 1500
     assert parse_size(7) == 7
-    with pytest.raises(datakit.errors.DatakitError, match="not a size"):
-        parse_size("lots")
+    assert parse_size("0") == 0
+    for bad in ("lots", "-5GB", -1, "nan", "inf GB"):
+        with pytest.raises(datakit.errors.DatakitError, match="not a size"):
+            parse_size(bad)
 
 
 @settings(max_examples=50, deadline=None)

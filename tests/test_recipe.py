@@ -81,6 +81,8 @@ def test_semantic_problems(data, message):
     (base(transforms=[{"dedup": {"threshold": float("nan")}}, {"tokenize": {}}, {"pack": {"block_size": 8}}]),
      r"transforms\[0\].dedup.threshold: must be a finite number"),
     (base(split={"seed": -1}), r"split.seed: must be >= 0"),
+    (base(transforms=[{"dedup": {"fields": []}}, {"tokenize": {}}, {"pack": {"block_size": 8}}]),
+     r"transforms\[0\].dedup.fields: must have at least 1 item"),
     (base(transforms=[{"tokenize": {}}, {"pack": {"block_size": 2**31}}]), r"transforms\[1\].pack.block_size: must be <= 16777216"),
 ])
 def test_numbers_out_of_every_bound(data, message):
