@@ -51,6 +51,30 @@ def _count_values(node, where: str) -> int:
     return size(node)
 
 
+def _refuse_duplicate_keys(node, where: str) -> None:
+    """A key given twice in one mapping: YAML loaders keep the last one without a word, which
+    hides a typo or a merge gone wrong (``split:`` twice), so the recipe names both lines."""
+    seen_nodes: set[int] = set()
+    todo = [node]
+    while todo:
+        n = todo.pop()
+        if id(n) in seen_nodes:  # aliases share nodes
+            continue
+        seen_nodes.add(id(n))
+        if isinstance(n, yaml.MappingNode):
+            first: dict = {}
+            for key, value in n.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                    if key.value in first:
+                        raise RecipeError(f"{where}:{key.start_mark.line + 1}", [
+                            f"key {key.value!r} appears twice in one mapping (lines {first[key.value]} and "
+                            f"{key.start_mark.line + 1}); keep one"])
+                    first[key.value] = key.start_mark.line + 1
+                todo.append(value)
+        elif isinstance(n, yaml.SequenceNode):
+            todo.extend(n.value)
+
+
 def parse_yaml(text: str, where: str) -> Any:
     """YAML text -> plain data, with safe types only; refuses, before anything else looks at it,
     a document whose aliases expand past MAX_YAML_VALUES values."""
@@ -60,6 +84,7 @@ def parse_yaml(text: str, where: str) -> Any:
         if node is None:
             return None
         _count_values(node, where)
+        _refuse_duplicate_keys(node, where)
         return loader.construct_document(node)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)

@@ -319,3 +319,12 @@ def test_check_files_accepts_the_test_tokenizers(tmp_path, hf_tokenizer, spm_mod
     (tmp_path / "a.txt").write_text("x")
     for tok in (hf_tokenizer, hf_tokenizer / "tokenizer.json", spm_model):
         assert check_files(R.from_dict(base(tokenizer=str(tok)), base_dir=tmp_path)) == ([], [])
+
+
+def test_a_key_given_twice_names_both_lines(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("tokenizer: x\nsources:\n  - path: a.jsonl\nsplit:\n  val_set_size: 10\n  seed: 1\n"
+                 "  val_set_size: 20\noutput: b\n")
+    with pytest.raises(RecipeError) as e:
+        R.load_recipe(p)
+    assert str(e.value) == f"{p}:7: key 'val_set_size' appears twice in one mapping (lines 5 and 7); keep one"
