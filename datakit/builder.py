@@ -47,10 +47,12 @@ def run_build(recipe: Recipe | dict | str | Path, *, output: str | Path | None =
     neither reads nor writes it."""
     t0 = time.time()
     if cache and engine in (None, "local"):
-        engine = LocalEngine(cache=Cache(cache_dir, max_bytes=cache_size and parse_size(cache_size)))
+        engine = LocalEngine(cache=Cache(cache_dir, max_bytes=None if cache_size is None else parse_size(cache_size)))
     engine = make_engine(engine)
     recipe = _as_recipe(recipe)
-    target = Path(output or recipe.output)
+    if output is not None and not str(output).strip():
+        raise OutputError("output is an empty path; name a folder, or leave it out to use the recipe's output")
+    target = Path(output if output is not None else recipe.output)
     protect = check_build_paths(recipe, target, overwrite=overwrite)  # before any work
     # the steps close (a filter's rejects file goes into place) before the output is swapped in
     try:

@@ -280,3 +280,9 @@ def test_inspect_html_never_replaces_a_file_it_did_not_write(built, tmp_path):
     for _ in range(2):  # its own page it replaces
         assert CliRunner().invoke(cli, ["inspect", str(built), "--html", str(page)]).exit_code == 0
     assert page.read_text().startswith("<!doctype html>")
+
+
+def test_an_empty_output_option_is_refused_not_ignored(tmp_path, hf_tokenizer):
+    recipe = pretrain_recipe(tmp_path, hf_tokenizer, docs=30, output=tmp_path / "out")
+    one_line_error(CliRunner().invoke(cli, ["build", str(recipe), "--silent", "--output", ""]), "output is an empty path")
+    assert not (tmp_path / "out").exists()
