@@ -106,6 +106,11 @@ def _build_into(folder: Path, recipe: Recipe, tokenizer: Tokenizer, steps: list[
         raise EmptyBuildError("the build produced no rows: every document or row was dropped "
                            f"({json.dumps(nest_counts(counts))})")
     plan = plan_splits(recipe, rows, merges=group_merges(steps))
+    if "train" in plan.splits and len(plan.splits["train"]) == 0:
+        kept = sum(len(idx) for idx in plan.splits.values())
+        others = "".join(f", {len(idx)} in {name}" for name, idx in plan.splits.items() if name != "train")
+        raise EmptyBuildError(f"the train split has no rows: of {rows.rows} rows, the sources' weight and repeat "
+                              f"kept {kept}{others}; raise weight or repeat, or lower split.val_set_size")
     inputs = [{"path": f.path, "bytes": f.bytes, "records": f.records, "sha256": f.sha256} for f in produced.files]
     fingerprint = inputs_fingerprint(recipe=to_dict(recipe), tokenizer=tokenizer.fingerprint, inputs=inputs)
     bar = progress.writing(sum(len(idx) for idx in plan.splits.values()))

@@ -286,3 +286,13 @@ def test_an_empty_output_option_is_refused_not_ignored(tmp_path, hf_tokenizer):
     recipe = pretrain_recipe(tmp_path, hf_tokenizer, docs=30, output=tmp_path / "out")
     one_line_error(CliRunner().invoke(cli, ["build", str(recipe), "--silent", "--output", ""]), "output is an empty path")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_build_whose_train_split_is_empty_is_an_error(tmp_path, hf_tokenizer):
+    recipe = pretrain_recipe(tmp_path, hf_tokenizer, docs=30, output=tmp_path / "out")
+    data = yaml.safe_load(recipe.read_text())
+    data["sources"][0]["repeat"] = 0.0001
+    recipe.write_text(yaml.safe_dump(data))
+    one_line_error(CliRunner().invoke(cli, ["build", str(recipe), "--silent"]),
+                   "the train split has no rows: of 26 rows, the sources' weight and repeat kept 0")
+    assert not (tmp_path / "out").exists()
