@@ -130,7 +130,7 @@ def test_a_task_that_keeps_losing_its_worker_is_one_line(cluster, tmp_path, monk
     from datakit.engines import ray_run
 
     data = tmp_path / "rows.jsonl"
-    _jsonl(data, 3000)
+    _jsonl(data, 12000)  # write tasks of ~0.1 s: long enough to be killed twice
     recipe_file = tmp_path / "recipe.yaml"
     recipe_file.write_text(yaml.safe_dump(_sft(tmp_path, data)))
     out = tmp_path / "out"
