@@ -23,8 +23,19 @@ from tests.engines.test_ray import _sft as _sft_dedup
 ray = pytest.importorskip("ray", reason="the ray engine's tests need Ray Data (pip install 'datakit[ray]')")
 
 
+def _parent(pid: int) -> int:
+    """The parent of process ``pid`` (0 when it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat[stat.rindex(")") + 2:].split()[1])  # the field after the state; the name may hold spaces
+
+
 def _task_pids() -> list[int]:
-    """Ray worker processes running one of the build's tasks (Ray titles them ``ray::<function>``)."""
+    """Ray worker processes running one of the build's tasks (Ray titles them ``ray::<function>``),
+    of this test's own Ray only: its raylet is a child of this process and the workers its children,
+    so another Ray on the machine (another test run) is never touched."""
     pids = []
     for p in Path("/proc").iterdir():
         if p.name.isdigit():
@@ -32,7 +43,7 @@ def _task_pids() -> list[int]:
                 title = (p / "cmdline").read_bytes().split(b"\0")[0]
             except OSError:
                 continue
-            if title.startswith(b"ray::_call"):
+            if title.startswith(b"ray::_call") and _parent(_parent(int(p.name))) == os.getpid():
                 pids.append(int(p.name))
     return pids
 
