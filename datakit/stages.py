@@ -23,7 +23,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import pyarrow as pa
 
-from .columns import row_offsets
+from .columns import IGNORE_INDEX, row_offsets
 from .counts import Counts
 from .executor import run_chain
 from .plan import SplitPlan
@@ -70,8 +70,14 @@ def spill_builds(sources: list[SourceBuild], rows: SpillWriter, *, files: list[F
     """The rows of the ``format: build`` sources, straight into the spill after the engine's rows
     (their split groups numbered after every row read); ``files`` gets one entry per split read."""
     tokens, written = rows.tokens, rows.rows
+    sft = any(s.manifest.get("kind") == "sft" for s in sources)
     for batch in read_builds(sources, first_row=counts["rows_read"]):
         rows.write(batch)
+        if sft and "labels" in batch.schema.names:  # as tokenize counts its rows: the labels not masked
+            labels = batch.column("labels").values.to_numpy(zero_copy_only=False)
+            supervised = int(np.count_nonzero(labels != IGNORE_INDEX))
+            counts.add("supervised_tokens", supervised)
+            counts.add("prompt_tokens", len(labels) - supervised)
     for source in sources:
         for name, table in source.splits.items():
             files.append(FileInfo(path=source.where(name), bytes=table.nbytes, records=table.num_rows,

@@ -242,6 +242,9 @@ def read_csv(path: Path, info: FileInfo) -> Iterator[Chunk]:
     try:
         with pa.OSFile(str(path)) as f:  # the header's names, to read every column as text
             names = pcsv.open_csv(f).schema.names
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise SourceError(f"the header names column {twice[0]!r} more than once", file=str(path), line=1)
         # CSV has no types: `42` or `true` in a text column is text, and an empty cell an empty text
         options = pcsv.ConvertOptions(strings_can_be_null=False, column_types={n: pa.string() for n in names})
         with pa.OSFile(str(path)) as f:

@@ -63,6 +63,9 @@ def test_rows_come_back_byte_for_byte(hf_tokenizer, source_a, tmp_path):
     ds = load_from_disk(str(tmp_path / "b"))["train"]
     assert ds.features["input_ids"].feature.dtype == "int32" and ds.features["labels"].feature.dtype == "int32"
     assert manifest["kind"] == "sft" and "tokens_read" not in manifest["counts"]
+    labels = [x for row in ds["labels"] for x in row]  # counted as tokenize counts its rows
+    assert manifest["counts"]["supervised_tokens"] == sum(x != -100 for x in labels) > 0
+    assert manifest["counts"]["prompt_tokens"] == sum(x == -100 for x in labels)
 
 
 def test_validation_rows_stay_in_validation(hf_tokenizer, source_a, tmp_path):

@@ -223,3 +223,10 @@ def test_csv_with_invalid_utf8_is_one_line(tmp_path):
     p.write_bytes(b"instruction,output\nhi,ok\nbad,\xc3\x28 broken\n")
     with pytest.raises(SourceError, match=r"b.csv: not a readable CSV file \(.*invalid UTF8"):
         list(read_source(SourceConfig(path=str(p), format="alpaca"), files=[]))
+
+
+def test_a_csv_header_naming_a_column_twice_is_one_line(tmp_path):
+    p = tmp_path / "c.csv"
+    p.write_text("instruction,instruction,output\na,b,c\n")
+    with pytest.raises(SourceError, match=r"c.csv:1: the header names column 'instruction' more than once"):
+        read(p)
