@@ -19,6 +19,10 @@ from .train.options import TrainConfig  # the train: section's options live with
 SFT_FORMATS = ("alpaca", "prompt_completion", "messages", "sharegpt")
 BUILD_FORMAT = "build"  # a datakit build folder: rows already tokenized (sources/build.py)
 BUILTIN_TEMPLATES = ("alpaca", "alpaca_short", "alpaca_legacy")
+# the fields `columns:` may rename, per format (sources/formats.py reads them under these names)
+COLUMN_KEYS = {"text": ("text",), "alpaca": ("instruction", "input", "output", "system", "history"),
+               "prompt_completion": ("prompt", "completion"), "messages": ("messages", "role", "content"),
+               "sharegpt": ("conversations", "from", "value")}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -221,6 +225,11 @@ def _source_problems(data: dict) -> list[str]:
             problems.append(f"sources[{i}].split: only applies to format build (a split of a datakit build)")
         if s.get("columns") and fmt == BUILD_FORMAT:
             problems.append(f"sources[{i}].columns: a build's rows have datakit's columns already")
+        elif isinstance(s.get("columns"), dict) and fmt in COLUMN_KEYS:
+            for key in s["columns"]:
+                if key not in COLUMN_KEYS[fmt]:
+                    problems.append(f"sources[{i}].columns.{key}: format {fmt} has no field {key!r} to rename "
+                                    f"(its fields: {', '.join(COLUMN_KEYS[fmt])})")
     return problems
 
 
