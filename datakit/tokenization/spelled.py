@@ -27,13 +27,11 @@ from ..columns import row_offsets
 class Spelled:
     """Token and row positions in the batch's byte stream (see the module docstring)."""
 
-    __slots__ = ("start", "end", "surf", "row_start", "before", "spelled", "base", "wide")
+    __slots__ = ("start", "end", "surf", "row_start", "base", "wide")
 
-    def __init__(self, start, end, surf, row_start, before, spelled, base, wide):
+    def __init__(self, start, end, surf, row_start, base, wide):
         self.start, self.end, self.surf = start, end, surf  # per token (start clipped to its row's base)
         self.row_start = row_start  # where each row's tokens start (n + 1)
-        self.before = before  # stream bytes before each row (n + 1)
-        self.spelled = spelled  # bytes each row's ids spell
         self.base = base  # where each row's text starts in the stream
         self.wide = wide  # _Wide: the rows outside ASCII, or None for an ASCII batch
 
@@ -66,7 +64,7 @@ class Spelled:
         if not _spells(surfaces, ids, start, surf, raw, text_start, extra):
             return None
         base = before[:-1] + extra
-        out = cls(start, end, surf, row_start, before, spelled, base, wide)
+        out = cls(start, end, surf, row_start, base, wide)
         spaced = np.flatnonzero(extra)
         if len(spaced):  # the token spelling the added space starts where the text does
             first = np.searchsorted(end, before[spaced], side="right")
