@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import TokenizerError
-from .base import Encoded, Tokenizer, _fingerprint, _flatten
+from .base import _UNSET, Encoded, Tokenizer, _fingerprint, _flatten
 from .long import LONG
 
 _EOS_GUESSES = ("</s>", "<|endoftext|>", "<|end_of_text|>", "<eos>", "<|im_end|>", "<|eot_id|>")
@@ -23,6 +23,12 @@ class HFTokenizer(Tokenizer):
     kind = "huggingface"
 
     def __init__(self, backend, *, source: str, config: dict, files: list[Path]):
+        # A tokenizer.json may carry truncation or padding for inference; transformers applies
+        # them only when a call asks for it, and so does datakit (cutoff_len): never here.
+        if backend.truncation is not None:
+            backend.no_truncation()
+        if backend.padding is not None:
+            backend.no_padding()
         self.backend = backend
         self.source = source
         self.files = [str(f) for f in files]
@@ -53,6 +59,7 @@ class HFTokenizer(Tokenizer):
         self.pad_id = backend.token_to_id(pad_token) if pad_token else None
         self._special = {i for i in map(backend.token_to_id, added) if i is not None}
         self._prefix_lock = threading.Lock()
+        self._fast_forms: dict[int, object] = {}  # id(engine) -> its PreSpaced form, or itself
 
     @property
     def vocab_size(self) -> int:
@@ -101,17 +108,28 @@ class HFTokenizer(Tokenizer):
         cuts = {}
         if any(len(t) > LONG for t in texts) and (long := self._long_encoder()) is not None:
             cuts = {i: c for i, t in enumerate(texts) if len(t) > LONG and (c := long.cuts(t))}
+        fast = self._fast(engine)
         if not cuts:
-            return Encoded(*_flatten([e.ids for e in engine.encode_batch_fast(texts, add_special_tokens=special)]))
+            return Encoded(*_flatten([e.ids for e in fast.encode_batch_fast(texts, add_special_tokens=special)]))
         short = [i for i in range(len(texts)) if i not in cuts]
         rows: list = [None] * len(texts)
-        for i, e in zip(short, engine.encode_batch_fast([texts[i] for i in short], add_special_tokens=special)):
+        for i, e in zip(short, fast.encode_batch_fast([texts[i] for i in short], add_special_tokens=special)):
             rows[i] = np.asarray(e.ids, dtype=np.int32)
         n_pre, n_post = self.added_around(special)
         for i, c in cuts.items():
             rows[i] = long.encode(engine, texts[i], c, special=special, n_pre=n_pre, n_post=n_post)
         lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
         return Encoded(np.concatenate(rows) if rows else np.zeros(0, np.int32), lengths)
+
+    def _fast(self, engine):
+        """``engine``, or its form that applies Metaspace in Python when that gives the same ids
+        (metaspace.py); made once per engine."""
+        fast = self._fast_forms.get(id(engine), _UNSET)
+        if fast is _UNSET:
+            from .metaspace import PreSpaced
+
+            fast = self._fast_forms[id(engine)] = PreSpaced.of(engine) or engine
+        return fast
 
     def _long_encoder(self):
         if "_long" not in self.__dict__:
@@ -152,7 +170,7 @@ class HFTokenizer(Tokenizer):
         pieces = self._pieces(texts, data, special) if parse_special else {}
         prefix = self._prefix_encoder(wait=False) if max_tokens is not None and parse_special else None
         if prefix is None:
-            engine = self._engine(parse_special, texts)
+            engine = self._fast(self._engine(parse_special, texts))
             rows = [e.ids for e in engine.encode_batch_fast(texts, add_special_tokens=special)]
             ends = None
         else:

@@ -114,7 +114,10 @@ class PrefixEncoder:
         if vocab is None:
             vocab = backend.get_vocab(with_added_tokens=True)
         crossing = {t[i:i + 2] for t in vocab if len(t) > 1 for i in range(len(t) - 1)}
-        return cls(backend, _continuation(backend, pre, replaces=pre is None and meta is not None),
+        from .metaspace import PreSpaced
+
+        continuation = _continuation(backend, pre, replaces=pre is None and meta is not None)
+        return cls(PreSpaced.of(backend) or backend, PreSpaced.of(continuation) or continuation,
                    crossing=crossing, meta=meta, added=added)
 
     def barrier(self, text: str, p: int, limit: int) -> int | None:
