@@ -237,6 +237,35 @@ def _own(path: Path, named: bool) -> bool:
         return False
 
 
+class _HashingFile:
+    """A file written once, front to back, that hashes what it is given: an entry's sha256 is
+    ready when its rows are (reading 140 MB of rows back took ~0.1 s at the end of a chat build)."""
+
+    def __init__(self, path: Path):
+        self.raw = open(path, "wb")
+        self.sha256 = hashlib.sha256()
+        self.position = 0
+
+    def write(self, data) -> int:
+        self.sha256.update(data)
+        n = self.raw.write(data)
+        self.position += n
+        return n
+
+    def tell(self) -> int:
+        return self.position
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+    def close(self) -> None:
+        self.raw.close()
+
+    @property
+    def closed(self) -> bool:
+        return self.raw.closed
+
+
 class EntryWriter:
     """Rows of one entry as they are made; ``commit`` puts them into place, ``abort`` drops them."""
 
@@ -244,7 +273,8 @@ class EntryWriter:
         self.cache, self.key = cache, key
         (cache.root / "tmp").mkdir(parents=True, exist_ok=True)
         self.folder = Path(tempfile.mkdtemp(prefix=f"{key[:16]}.", dir=cache.root / "tmp"))
-        self._sink = pa.OSFile(str(self.folder / ROWS), "wb")
+        self._file = _HashingFile(self.folder / ROWS)
+        self._sink = pa.PythonFile(self._file, mode="w")
         self._stream: pa.ipc.RecordBatchStreamWriter | None = None
         self._schema: pa.Schema | None = None
         self.streams: list[int] = []  # where each stream starts: batches of another schema start one
@@ -262,9 +292,8 @@ class EntryWriter:
         if self._stream is not None:
             self._stream.close()
         self._sink.close()
-        rows = self.folder / ROWS
-        meta = {"format": FORMAT, "sha256": file_sha256(rows), "created": time.time(), "streams": self.streams,
-                **meta}
+        meta = {"format": FORMAT, "sha256": self._file.sha256.hexdigest(), "created": time.time(),
+                "streams": self.streams, **meta}
         (self.folder / ENTRY).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
         target = self.cache.path(self.key)
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -109,11 +109,11 @@ class ChatTemplate:
             shape = self._shapes[sent.key] = _Shape(full, prompt, plain)
         return shape
 
-    def locate(self, messages: list[dict], where: str):
+    def locate(self, messages: list[dict], where: str, *, normalized: bool = False):
         """``(text, spans, data, prompt_ok)``: the render, one (start, end) per assistant turn,
         the ranges of message text in it, and whether the text before the last turn is the
-        inference prompt."""
-        msgs = normalize(messages)
+        inference prompt. ``normalized``: the messages are already as ``normalize`` makes them."""
+        msgs = messages if normalized else normalize(messages)
         limit = max(MIN_OUTPUT, OUTPUT_FACTOR * sum(len(m.get("content") or "") for m in msgs))
         text = self.render(msgs, where, add_generation_prompt=False, limit=limit)
         assistants = [i for i, m in enumerate(msgs) if m.get("role") == "assistant"]

@@ -170,6 +170,36 @@ class ChatStep(RenderStep):
     def render(self, row: dict) -> Rendered:
         return Rendered(*self.chat.locate(self.messages(row), row["_where"]))
 
+    def render_batch(self, batch: pa.RecordBatch) -> list[Rendered]:
+        conversations = plain_messages(batch)
+        if conversations is None:
+            return super().render_batch(batch)
+        locate = self.chat.locate
+        return [Rendered(*locate(msgs, where, normalized=True))
+                for msgs, where in zip(conversations, batch.column("_where").to_pylist())]
+
+
+def plain_messages(batch: pa.RecordBatch) -> list[list[dict]] | None:
+    """Each row's messages as transformers hands them to a template (``{role, content}`` dicts),
+    built from the Arrow columns, when no message has reasoning; None otherwise (the row-by-row
+    path then drops the None keys, chat_locate.normalize). Half the cost of ``to_pylist`` and
+    normalizing: one dict per message instead of two."""
+    if "messages" not in batch.schema.names:
+        return None
+    col = batch.column("messages")
+    values = col.values
+    names = {f.name for f in values.type} if pa.types.is_struct(values.type) else set()
+    if not names <= {"role", "content", "reasoning_content"} or not {"role", "content"} <= names:
+        return None
+    content = values.field("content")
+    if "reasoning_content" in names and values.field("reasoning_content").null_count != len(values):
+        return None
+    if col.null_count or values.null_count or content.null_count or values.field("role").null_count:
+        return None
+    msgs = [{"role": r, "content": c} for r, c in zip(values.field("role").to_pylist(), content.to_pylist())]
+    bounds = col.offsets.to_pylist()  # into ``values``, which a sliced column keeps whole
+    return [msgs[a:b] for a, b in zip(bounds, bounds[1:])]
+
 
 def make_template(options: TemplateOptions, *, tokenizer: Tokenizer, chat_template: str | None) -> BaseStep:
     if options.name != "chat":
