@@ -43,16 +43,41 @@ def normalize(messages: list[dict]) -> list[dict]:
     return out
 
 
-@dataclass
 class Sentinels:
-    messages: list[dict]  # the conversation with sentinel texts
-    texts: list[str]  # the real text of sentinel n
-    owner: list[int]  # the message sentinel n stands in
-    key: str  # the conversation's shape: equal keys render equal sentinel text
+    """A conversation's texts and its shape, and the conversation with sentinel texts."""
+
+    __slots__ = ("_messages", "_roles", "texts", "owner", "key")
+
+    def __init__(self, messages: list[dict] | None, texts: list[str], owner: list[int], key: str, *,
+                 roles: list[str] | None = None):
+        self._messages = messages  # None: made from ``roles`` when asked (plain messages)
+        self._roles = roles
+        self.texts = texts  # the real text of sentinel n
+        self.owner = owner  # the message sentinel n stands in
+        self.key = key  # the conversation's shape: equal keys render equal sentinel text
+
+    @property
+    def messages(self) -> list[dict]:
+        """The conversation with sentinel texts (rendered once per shape)."""
+        if self._messages is None:
+            self._messages = [{"role": r, "content": f"{OPEN}{n}{CLOSE}"} for n, r in enumerate(self._roles)]
+        return self._messages
 
 
 def sentinels(messages: list[dict]) -> Sentinels:
     """Replace each message's text (content and reasoning) by sentinels, run by run."""
+    roles = []
+    for m in messages:  # the common conversation: each message a role and a text without think markers
+        content = m.get("content")
+        role = m.get("role")
+        if len(m) != 2 or type(content) is not str or "think>" in content or type(role) is not str:
+            return _sentinels(messages)
+        roles.append(role)
+    return Sentinels(None, [m["content"] for m in messages], list(range(len(messages))), "\x00".join(roles),
+                     roles=roles)
+
+
+def _sentinels(messages: list[dict]) -> Sentinels:
     texts: list[str] = []
     owner: list[int] = []
     out = []

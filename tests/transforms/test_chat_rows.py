@@ -32,3 +32,20 @@ def test_reasoning_and_other_columns_take_the_row_by_row_path():
     with_reasoning = pa.array([[{"role": "assistant", "content": "a", "reasoning_content": "r"}]], MESSAGE_TYPE)
     assert plain_messages(pa.RecordBatch.from_pydict({"messages": with_reasoning, "_where": ["f:1"]})) is None
     assert plain_messages(pa.RecordBatch.from_pydict({"prompt": ["p"], "_where": ["f:1"]})) is None
+
+
+PLAIN = st.lists(st.fixed_dictionaries({"role": st.sampled_from(["system", "user", "assistant", "tool"]),
+                                        "content": st.text(alphabet=st.sampled_from("ab <think>/\n"), max_size=12)}),
+                 max_size=5)
+
+
+@settings(max_examples=300, deadline=None)
+@given(messages=PLAIN)
+def test_sentinels_of_plain_messages_are_the_general_ones(messages):
+    """The shortcut for conversations of role-and-text messages gives what the message-by-message
+    path gives: the same texts, owners, shape key and sentinel conversation."""
+    from datakit.transforms.chat_locate import _sentinels, sentinels
+
+    fast, general = sentinels(messages), _sentinels(messages)
+    assert (fast.texts, fast.owner, fast.key, fast.messages) == \
+           (general.texts, general.owner, general.key, general.messages)
