@@ -11,6 +11,12 @@ tokenizer, cutoff 256; 65 s of CPU) and a 320 MB pretraining build (blocks of 10
   lists and dicts and a few hundred reference cycles. The collector's passes took 2.0 s of the
   alpaca build's 65 s of CPU (3.1%; 3,805 collections) and 0.17 s of the pretraining build's 129 s
   (0.1%);
+- glibc's allocator keeps freed memory for reuse during ``build`` (``mallopt``): by default every
+  allocation past 128 KB (a batch's NumPy arrays, Arrow buffers) is a fresh ``mmap`` whose pages
+  fault in zeroed and go back to the kernel when freed. Served from the heap up to 16 MB, with
+  64 MB kept before trimming, the chat build (20,000 conversations) took 105,000 page faults
+  instead of 234,000 and 0.63 s of system time instead of 0.98 s (three runs each), for ~30 MB
+  more peak RSS;
 - ``finish`` ends a finished build with ``os._exit``: everything is written, closed and renamed,
   and the interpreter's teardown would free the tokenizer's and the libraries' objects one by one
   (0.2-0.3 s after the alpaca build, on a busy machine).
@@ -35,6 +41,7 @@ def prepare(command: str | None) -> None:
     _skip_pandas_probe()
     if command == "build":
         gc.disable()
+        _keep_freed_memory()
 
 
 def finish(code) -> NoReturn:
@@ -45,6 +52,22 @@ def finish(code) -> NoReturn:
         except OSError:  # a closed pipe (`datakit build ... | head`)
             pass
     os._exit(code if isinstance(code, int) else (0 if code is None else 1))
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+
+
+def _keep_freed_memory() -> None:
+    """glibc: serve allocations up to 16 MB from the heap and trim it past 64 MB free (see the
+    module docstring). Other C libraries have no ``mallopt`` and keep their own behaviour."""
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_MMAP_THRESHOLD, 16 << 20)
+    mallopt(_M_TRIM_THRESHOLD, 64 << 20)
 
 
 class _NoPandas:

@@ -45,3 +45,21 @@ def test_the_library_leaves_the_process_as_it_was(tmp_path):
     out = _run(code)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "True True"
+
+
+MMAPPED = ("import ctypes, numpy as np; from datakit import startup; startup.prepare({command!r}); "
+           "F = ('arena', 'ordblks', 'smblks', 'hblks', 'hblkhd', 'usmblks', 'fsmblks', 'uordblks', 'fordblks', "
+           "'keepcost'); "
+           "Info = type('Info', (ctypes.Structure,), {{'_fields_': [(n, ctypes.c_size_t) for n in F]}}); "
+           "info = ctypes.CDLL(None).mallinfo2; info.restype = Info; before = info().hblkhd; "
+           "a = np.ones(8 << 20, np.uint8); print(info().hblkhd - before >= 8 << 20)")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator settings (mallopt, mallinfo2)")
+@pytest.mark.parametrize("command,mmapped", [("build", "False"), ("inspect", "True")])
+def test_build_serves_large_arrays_from_the_heap(command, mmapped):
+    """``build`` keeps an 8 MB array in glibc's heap (no fresh mmap whose pages fault in zeroed);
+    other commands keep glibc's default (an mmap past 128 KB)."""
+    out = _run(MMAPPED.format(command=command))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == mmapped
