@@ -143,7 +143,8 @@ class Spelled:
         np.add.at(depth, a, 1)
         np.add.at(depth, b, -1)
         inside = np.zeros(total + 1, dtype=np.int32)  # span bytes before each position
-        np.cumsum(np.cumsum(depth[:total], dtype=np.int32) > 0, out=inside[1:], dtype=np.int32)
+        np.cumsum(depth[:total], out=depth[:total])  # spans over each byte
+        np.cumsum(depth[:total] > 0, out=inside[1:], dtype=np.int32)
         spells = self.end > self.start
         wrong = np.flatnonzero(spells & ((inside[self.end] > inside[self.start]) != sup))
         zero = np.flatnonzero(~spells & sup)
@@ -163,8 +164,13 @@ class _Wide:
         self.rows = np.flatnonzero(np.fromiter((not t.isascii() for t in texts), dtype=bool, count=len(texts)))
         picked = [texts[r] for r in self.rows.tolist()]
         points = np.frombuffer("".join(picked).encode("utf-32-le"), dtype=np.uint32)
-        width = 1 + (points >= 0x80).astype(np.int64) + (points >= 0x800) + (points >= 0x10000)
-        self.byte_at = row_offsets(width)  # UTF-8 bytes before each character
+        width = np.ones(len(points), dtype=np.uint8)  # UTF-8 bytes of each character (bytes: a third of int64's time)
+        width += points >= 0x80
+        width += points >= 0x800
+        width += points >= 0x10000
+        dtype = np.int32 if len(points) < 2**29 else np.int64  # 4 bytes a character at most
+        self.byte_at = np.zeros(len(points) + 1, dtype=dtype)  # UTF-8 bytes before each character
+        np.cumsum(width, out=self.byte_at[1:], dtype=dtype)
         self.char_base = row_offsets(np.fromiter(map(len, picked), dtype=np.int64, count=len(picked)))
         self.sizes = np.diff(self.byte_at[self.char_base])
         self.index = np.full(len(texts), -1, dtype=np.int64)  # row -> its place among these rows
