@@ -12,6 +12,7 @@ counts recorded with them are restored, so the manifest is the one a cold build 
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import closing
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -95,9 +96,10 @@ class CachedSteps:
         done = False
         try:
             batches = read([shard], files=files, counts=counts, on_bytes=on_bytes, first_row=first_row)
-            for out in run_chain(batches, self.head, seconds=seconds):
-                writer.write(rebase(out, source=None, shift=-first_row))  # a replay sets _source
-                yield out
+            with closing(run_chain(batches, self.head, seconds=seconds)) as outs:  # its threads end with it
+                for out in outs:
+                    writer.write(rebase(out, source=None, shift=-first_row))  # a replay sets _source
+                    yield out
             stats = [{k: int(v - b[k]) for k, v in step.stats.items()}
                      for step, b in zip(self.head, before)]
             writer.commit({"rows_read": int(counts["rows_read"] - read_before), "stats": stats,

@@ -94,6 +94,8 @@ def _feeder(source: Iterator[pa.RecordBatch], depth: int) -> Iterator[pa.RecordB
     stop = threading.Event()
 
     def work():
+        if stop.is_set():  # stopped before it began: see the finally below
+            return
         try:
             for item in source:
                 while not stop.is_set():
@@ -109,8 +111,8 @@ def _feeder(source: Iterator[pa.RecordBatch], depth: int) -> Iterator[pa.RecordB
             q.put(e)
 
     thread = threading.Thread(target=work, name="datakit-feeder", daemon=True)
-    thread.start()
     try:
+        thread.start()  # inside the try: Ctrl-C or SIGTERM can land while start() waits for the thread
         while True:
             item = q.get()
             if item is _DONE:
@@ -120,7 +122,11 @@ def _feeder(source: Iterator[pa.RecordBatch], depth: int) -> Iterator[pa.RecordB
             yield item
     finally:
         stop.set()
-        thread.join(timeout=5)
+        # a thread not yet running (start() cut short) sees ``stop`` first and does nothing; one
+        # that runs ends after its current batch, before the steps are closed (a filter's rejects
+        # file is then never made again after the build removed it)
+        if thread.is_alive():
+            thread.join(timeout=5)
 
 
 @contextmanager

@@ -1,5 +1,6 @@
 """One step object runs the same in the local executor and inside datasets.map (arrow format)."""
 import pyarrow as pa
+import pytest
 
 from datakit.executor import run_chain, table_fn
 from datakit.recipe import PackOptions, TokenizeOptions
@@ -90,3 +91,35 @@ def test_the_executor_keeps_the_seconds_of_each_step():
     assert seconds[1] >= 0.01 * batches  # summed over both worker threads
     assert seconds[0] < seconds[1] and seconds[2] < seconds[1]
     assert not any(hasattr(s, "seconds") for s in steps)
+
+
+def test_an_interrupt_while_the_feeder_starts_leaves_no_thread_reading(monkeypatch):
+    """Ctrl-C or SIGTERM can land while ``Thread.start`` waits for the feeder thread: the thread
+    is stopped and joined before the interrupt leaves, and reads nothing more after it."""
+    import threading
+    import time
+
+    from datakit.executor import _feeder
+
+    read = []
+
+    def source():
+        for i in range(1000):
+            read.append(i)
+            time.sleep(0.002)
+            yield pa.record_batch({"x": [i]})
+
+    start = threading.Thread.start
+
+    def interrupted_start(self):
+        start(self)
+        if self.name == "datakit-feeder":
+            raise KeyboardInterrupt("terminated")
+
+    monkeypatch.setattr(threading.Thread, "start", interrupted_start)
+    with pytest.raises(KeyboardInterrupt):
+        next(_feeder(source(), 4))
+    done = len(read)
+    time.sleep(0.1)
+    assert len(read) == done < 1000
+    assert not any(t.name == "datakit-feeder" for t in threading.enumerate())

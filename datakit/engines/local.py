@@ -44,10 +44,16 @@ class LocalEngine:
             head, tail = seconds[:cut], seconds[cut:]
             batches = cached.batches(files=files, counts=counts, seconds=head, on_bytes=progress.advance)
             outs = run_chain(batches, steps[cut:], seconds=tail)
-        for out in outs:
-            rows.write(out)
-            progress.update_counts(read=counts["rows_read"], tokens=sum(s.stats["tokens_read"] for s in steps),
-                                   written=rows.rows)
+        try:
+            for out in outs:
+                rows.write(out)
+                progress.update_counts(read=counts["rows_read"], tokens=sum(s.stats["tokens_read"] for s in steps),
+                                       written=rows.rows)
+        finally:
+            # stop the executor's threads here: after a failure (or Ctrl-C, SIGTERM) in this loop the
+            # traceback keeps this frame, and with it the chain, which would run on while the steps
+            # close (a filter's rejects file made again after the build removed it)
+            outs.close()
         if cached is not None:
             seconds = head + tail
         counts.add("rows_written", rows.rows)

@@ -269,7 +269,7 @@ def staged_output(target: str | Path, *, overwrite: bool, protect: Iterable[tupl
     given = Path(target)
     protect = list(protect)
     with BuildSignals() as signals:  # from here SIGTERM stops the build the way Ctrl-C does
-        stage, lock_fd, real, kept = _open_stage(given, overwrite=overwrite, protect=protect)
+        stage, lock_fd, real, kept = _open_stage(given, overwrite=overwrite, protect=protect, signals=signals)
         committed = False
         try:
             yield stage
@@ -303,9 +303,10 @@ def staged_output(target: str | Path, *, overwrite: bool, protect: Iterable[tupl
             os.close(lock_fd)
 
 
-def _open_stage(given: Path, *, overwrite: bool, protect: list) -> tuple[Path, int, Path, str]:
-    """Recover what a killed build left, check the target, make the locked stage; returns the
-    stage, its lock fd, the real target and what a failure leaves of the target (for messages)."""
+def _open_stage(given: Path, *, overwrite: bool, protect: list, signals: BuildSignals) -> tuple[Path, int, Path, str]:
+    """Recover what a killed build left, check the target, make the locked stage (Ctrl-C and
+    SIGTERM held back meanwhile, so no half-made stage is left); returns the stage, its lock fd,
+    the real target and what a failure leaves of the target (for messages)."""
     real = _real(given)
     kept = "nothing was written"
     try:
@@ -315,10 +316,17 @@ def _open_stage(given: Path, *, overwrite: bool, protect: list) -> tuple[Path, i
         real = check_target(given, overwrite=overwrite, protect=protect)
         kept = f"{given} is untouched" if os.path.lexists(real) else f"nothing was written to {given}"
         real.parent.mkdir(parents=True, exist_ok=True)
-        with _folder_lock(real.parent):
+        with _folder_lock(real.parent), signals.held():
             stage, lock_fd = _make_stage(real)
     except OSError as e:
         raise OutputError(f"{given}: cannot write in {real.parent}: {e.strerror or e}; {kept}") from None
+    except KeyboardInterrupt as e:  # before the stage: nothing to remove
+        raise KeyboardInterrupt(f"interrupted; {kept}") from e
+    if signals.pending is not None:  # while the stage was made
+        signals.pending = None
+        os.close(lock_fd)
+        _remove_stage(stage)
+        raise KeyboardInterrupt(f"interrupted; {kept}")
     return stage, lock_fd, real, kept
 
 

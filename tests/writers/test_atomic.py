@@ -340,3 +340,23 @@ def test_fcntl_lock_is_per_open_file_so_a_stage_is_alive_while_its_build_runs(tm
         assert stage.exists()
         (stage / "manifest.json").write_text('{"datakit_version": "0.1.0"}')
     assert (target / "manifest.json").exists()
+
+
+def test_sigterm_while_the_stage_is_made_leaves_no_stage(tmp_path, monkeypatch):
+    """A SIGTERM that lands right after the stage folder is made (the moment a supervisor sees
+    it appear): the stage is removed and the message says the target is untouched."""
+    target = tmp_path / "out"
+    write_build(target, "old")
+    before = tag_of(target)
+    make = atomic._make_stage
+
+    def signalled(real):
+        made = make(real)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return made
+
+    monkeypatch.setattr(atomic, "_make_stage", signalled)
+    with pytest.raises(KeyboardInterrupt, match="interrupted; .* is untouched"):
+        with staged_output(target, overwrite=True):
+            pass
+    assert tag_of(target) == before and leftovers(tmp_path) == []
