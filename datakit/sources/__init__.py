@@ -11,8 +11,9 @@ from ..errors import SourceError
 from ..recipe import SourceConfig
 from ..columns import numeric_array, with_columns
 from .formats import SCHEMAS, to_batch
-from .paths import expand
-from .readers import FileInfo, Span, read_file
+from .jsonl_arrow import read_jsonl_arrow
+from .paths import JSONL_SUFFIXES, expand, is_dataset_folder
+from .readers import Chunk, FileInfo, Span, read_file
 
 __all__ = ["SCHEMAS", "FileInfo", "Span", "expand", "input_bytes", "read_part", "read_source"]
 
@@ -53,13 +54,20 @@ def read_part(cfg: SourceConfig, path: Path, info: FileInfo, *, index: int, firs
     """One file of a source (or, with ``span``, one byte range of a JSON Lines file) as canonical
     batches with the provenance columns; ``info`` counts its bytes and records."""
     row = first_row
-    for chunk in read_file(path, info, separator=cfg.document_separator, span=span):
+    for chunk in _chunks(cfg, path, info, span):
         info.bytes += chunk.nbytes
         on_bytes(chunk.nbytes)
-        if chunk.rows:
-            info.records += len(chunk.rows)
-            batch = to_batch(cfg.format, chunk.rows, chunk.wheres, cfg.columns)
-            n = batch.num_rows
+        n = len(chunk.rows) if chunk.batch is None else chunk.batch.num_rows
+        if n:
+            info.records += n
+            batch = chunk.batch if chunk.batch is not None else to_batch(cfg.format, chunk.rows, chunk.wheres, cfg.columns)
             yield with_columns(batch, {"_source": numeric_array(np.full(n, index, np.int32), pa.int32()),
                                        "_group": numeric_array(np.arange(row, row + n), pa.int64())})
             row += n
+
+
+def _chunks(cfg: SourceConfig, path: Path, info: FileInfo, span: Span | None) -> Iterator[Chunk]:
+    """JSON Lines read through pyarrow (``jsonl_arrow``: the same chunks and errors), the rest by ``read_file``."""
+    if path.suffix.lower() in JSONL_SUFFIXES and not is_dataset_folder(path):
+        return read_jsonl_arrow(path, info, fmt=cfg.format, columns=cfg.columns, span=span)
+    return read_file(path, info, separator=cfg.document_separator, span=span)

@@ -129,7 +129,7 @@ def _conversation(row: _Row, list_key: str, role_key: str, content_key: str, rol
         if not isinstance(turn, dict):
             raise _error(row.where, f"{key}[{i}]", "a turn must be an object")
         role = turn.get(rk)
-        if role not in roles:
+        if not isinstance(role, str) or role not in roles:  # a list or object role is no key of SHAREGPT_ROLES
             raise _error(row.where, f"{key}[{i}].{rk}",
                          f"unknown role {role!r} (expected one of {', '.join(sorted(roles))})")
         content = turn.get(ck, _MISSING)

@@ -16,10 +16,13 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from ..errors import SourceError
 from .paths import JSONL_SUFFIXES, is_dataset_folder
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 CHUNK_ROWS = 500
 CHUNK_BYTES = 4 << 20
@@ -32,6 +35,7 @@ class Chunk:
     rows: list
     wheres: list[str]
     nbytes: int = 0
+    batch: pa.RecordBatch | None = None  # the rows already canonical (jsonl_arrow), instead of ``rows``
 
 
 # A byte range of a file, cut where a line starts: (start, end, number of the first line).
@@ -60,32 +64,44 @@ def _decode(raw: bytes, file: str, first_line: int) -> str:
 
 def read_jsonl(path: Path, info: FileInfo, *, span: "Span | None" = None) -> Iterator[Chunk]:
     """JSON Lines, one record per non-blank line; ``span`` reads only the lines of a byte range."""
-    name = str(path)
-    rows, wheres, nbytes = [], [], 0
     pos, end, first_line = span if span is not None else (0, None, 1)
     with open(path, "rb") as f:
         f.seek(pos)
-        for lineno, raw in enumerate(f, first_line):
-            if end is not None and pos >= end:
-                break
-            pos += len(raw)
-            info._hash.update(raw)
-            nbytes += len(raw)
-            if lineno == 1:
-                raw = _without_bom(raw)
-            if not raw.strip():
-                continue
-            text = _decode(raw, name, lineno)
-            try:
-                rows.append(json.loads(text))
-            except RecursionError:
-                raise SourceError(_TOO_DEEP, file=name, line=lineno) from None
-            except json.JSONDecodeError as e:
-                raise SourceError(f"malformed JSON ({e.msg}, column {e.colno})", file=name, line=lineno) from None
-            wheres.append(f"{name}:{lineno}")
-            if len(rows) >= CHUNK_ROWS or nbytes >= CHUNK_BYTES:
-                yield Chunk(rows, wheres, nbytes)
-                rows, wheres, nbytes = [], [], 0
+        yield from jsonl_chunks(_lines_before(f, pos, end), str(path), info, first_line)
+
+
+def _lines_before(f, pos: int, end: int | None) -> Iterator[bytes]:
+    """The lines of ``f`` (positioned at ``pos``) that start before ``end``."""
+    for raw in f:
+        if end is not None and pos >= end:
+            return
+        pos += len(raw)
+        yield raw
+
+
+def jsonl_chunks(lines: Iterator[bytes], name: str, info: FileInfo, first_line: int) -> Iterator[Chunk]:
+    """Chunks of the JSON Lines ``lines`` (numbered from ``first_line``): a chunk ends after the record
+    that makes it CHUNK_ROWS records or CHUNK_BYTES bytes (blank lines count in bytes only); the last
+    one has the rest, perhaps only blank lines."""
+    rows, wheres, nbytes = [], [], 0
+    for lineno, raw in enumerate(lines, first_line):
+        info._hash.update(raw)
+        nbytes += len(raw)
+        if lineno == 1:
+            raw = _without_bom(raw)
+        if not raw.strip():
+            continue
+        text = _decode(raw, name, lineno)
+        try:
+            rows.append(json.loads(text))
+        except RecursionError:
+            raise SourceError(_TOO_DEEP, file=name, line=lineno) from None
+        except json.JSONDecodeError as e:
+            raise SourceError(f"malformed JSON ({e.msg}, column {e.colno})", file=name, line=lineno) from None
+        wheres.append(f"{name}:{lineno}")
+        if len(rows) >= CHUNK_ROWS or nbytes >= CHUNK_BYTES:
+            yield Chunk(rows, wheres, nbytes)
+            rows, wheres, nbytes = [], [], 0
     if rows or nbytes:
         yield Chunk(rows, wheres, nbytes)
 
