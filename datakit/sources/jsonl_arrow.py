@@ -9,18 +9,20 @@ anything in it is unusual:
 
 - a line that is not exactly one object, ``{`` to ``}`` (blank or whitespace-only lines, space around
   a record, two records on a line, a record over two lines: pyarrow reads each of those differently);
-- invalid UTF-8 (pyarrow does not check it) or a ``\\uD800``-style surrogate escape;
-- anything pyarrow rejects: malformed JSON, a key the format does not read (pyarrow would skip it
-  without Python's checks: ``Inf`` and ``-NaN`` literals, nesting deeper than ``json.loads`` follows),
-  a field of another type (content given as a list of parts), the same key twice;
+- invalid UTF-8 (pyarrow does not check it) or a ``\\uD800``-style surrogate escape (pairs too);
+- anything pyarrow rejects: malformed JSON, a field of another type (content given as a list of
+  parts), a key the format reads given twice;
+- in keys the format does not read (skipped, as the adapters skip them): an ``Inf``, ``-Inf`` or
+  ``-NaN`` value, or a line deep enough in brackets that ``json.loads`` might give up on it;
 - anything the converter rejects (nulls, missing fields, unknown roles, empty conversations).
 
-A UTF-8 byte order mark on line 1 and CRLF line ends read fast. Measured on 2 cores (CPU seconds of
-``read_source``, best of 3): 20,000 conversations (39 MB, ``messages``) 0.57 -> 0.?? s; 6,000 ``text``
-documents (32 MB) 0.20 -> 0.?? s.
+A UTF-8 byte order mark on line 1, CRLF line ends and a last line without one read fast. Measured on
+2 cores (CPU seconds of ``read_source``, best of 3): 20,000 conversations (39 MB, ``messages``)
+0.57 -> 0.?? s; 6,000 ``text`` documents (32 MB) 0.20 -> 0.?? s.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -30,7 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from . import readers
-from .arrow_formats import Plan, plan
+from .arrow_formats import plan
 from .formats import SCHEMAS
 from .readers import BOM, Chunk, FileInfo, Span, jsonl_chunks
 
@@ -83,6 +85,7 @@ def read_jsonl_arrow(path: Path, info: FileInfo, *, fmt: str, columns: dict[str,
                      span: Span | None = None) -> Iterator[Chunk]:
     """``read_jsonl``'s chunks, each already a canonical batch (``Chunk.batch``) when it reads plainly."""
     how = plan(fmt, columns)
+    parser = None if how is None else _Parser(how.schema)
     name = str(path)
     pos, end, line = span if span is not None else (0, None, 1)
     with open(path, "rb") as f:
@@ -92,7 +95,8 @@ def read_jsonl_arrow(path: Path, info: FileInfo, *, fmt: str, columns: dict[str,
             window.keep = pos
             stop, ends = _cut(window, pos)
             data = window.take(pos, stop)
-            batch = None if how is None else _batch(data, how, fmt, name, line, [e - pos for e in ends])
+            batch = None if how is None else _batch(data, parser, fmt, how.convert, name, line,
+                                                    [e - pos for e in ends])
             if batch is not None:
                 info._hash.update(data)
                 chunk, count = Chunk([], [], stop - pos, batch), len(ends)
@@ -107,10 +111,18 @@ def read_jsonl_arrow(path: Path, info: FileInfo, *, fmt: str, columns: dict[str,
 def _cut(window: _Window, start: int) -> tuple[int, list[int]]:
     """The end of the chunk ``jsonl_chunks`` makes from ``start`` when no line is blank, and where
     each of its lines ends."""
-    ends, pos = [], start
     rows, size = readers.CHUNK_ROWS, readers.CHUNK_BYTES  # read here, so tests may make chunks small
-    while len(ends) < rows and pos - start < size and window.starts_line(pos):
-        pos = window.line_end(pos)
+    ends, pos, stop = [], start, window.end
+    buf, base = window.buf, window.base
+    while len(ends) < rows and pos - start < size and (stop is None or pos < stop):
+        j = buf.find(b"\n", pos - base)  # -1 too when pos is past the bytes read so far
+        if j >= 0:
+            pos = base + j + 1
+        elif window.starts_line(pos):
+            pos = window.line_end(pos)
+            buf, base = window.buf, window.base
+        else:
+            break
         ends.append(pos)
     return pos, ends
 
@@ -126,35 +138,91 @@ def _one_object_a_line(body: bytes, ends: np.ndarray) -> bool:
     return bool((a[last] == ord("}")).all())
 
 
-def _valid_text(body: bytes) -> bool:
-    """UTF-8 (which pyarrow's JSON reader does not check) without a surrogate escape."""
+def _text(body: bytes) -> pa.Array | None:
+    """``body`` as a one-value binary array when it is UTF-8 (which pyarrow's JSON reader does not
+    check) without a surrogate escape; else None."""
     offsets = pa.py_buffer(np.array([0, len(body)], np.int64))
     view = pa.Array.from_buffers(pa.large_binary(), 1, [None, offsets, pa.py_buffer(body)])
     try:
         view.view(pa.large_string()).validate(full=True)
     except pa.ArrowInvalid:
+        return None
+    return None if _found(view, SURROGATE) else view
+
+
+def _found(text: pa.Array, pattern: str) -> bool:
+    """RE2 (a pattern with a literal prefix scans ~10 GB/s) finds ``pattern`` in the one value of ``text``."""
+    return pc.match_substring_regex(text, pattern)[0].as_py()
+
+
+class _Parser:
+    """pyarrow's JSON reader for one file. A key the format does not read is an error at first, so
+    nothing goes unchecked; from the first chunk that has one, such keys are skipped, in chunks where
+    what they hold cannot be something pyarrow accepts and ``json.loads`` refuses."""
+
+    def __init__(self, schema: pa.Schema):
+        self.schema, self.skip = schema, False
+
+    def table(self, body: bytes, text: pa.Array, ends: np.ndarray) -> pa.Table | None:
+        if not self.skip:
+            try:
+                return self._read(body, "error")
+            except pa.ArrowInvalid as e:
+                if "unexpected field" not in str(e):
+                    return None
+                self.skip = True
+        if not _skippable(body, text, ends):
+            return None
+        try:
+            return self._read(body, "ignore")
+        except pa.ArrowInvalid:
+            return None
+
+    def _read(self, body: bytes, unexpected: str) -> pa.Table:
+        return pj.read_json(pa.BufferReader(body),
+                            read_options=pj.ReadOptions(use_threads=USE_THREADS, block_size=len(body) + 1),
+                            parse_options=pj.ParseOptions(explicit_schema=self.schema,
+                                                          unexpected_field_behavior=unexpected))
+
+
+def _skippable(body: bytes, text: pa.Array, ends: np.ndarray) -> bool:
+    """No ``Inf``, ``-Inf`` or ``-NaN`` value (pyarrow reads them, json.loads only ``Infinity``,
+    ``-Infinity`` and ``NaN``) and no line with more ``[``/``{`` than half the recursion limit
+    (json.loads follows nesting about as deep as the limit, 1000; pyarrow any depth)."""
+    if _found(text, "-NaN") or _found(text, r"Inf[ \t\r\n]*[,\]}]") and _inf_value(body):
         return False
-    return not pc.match_substring_regex(view, SURROGATE)[0].as_py()
+    a = np.frombuffer(body, np.uint8)
+    opens = np.flatnonzero((a | 0x20) == ord("{"))  # `[` is 0x5b, `{` 0x7b
+    limit = sys.getrecursionlimit() // 2
+    return len(opens) <= limit or int(np.diff(np.searchsorted(opens, ends), prepend=0).max()) <= limit
 
 
-def _batch(data: bytes, how: Plan, fmt: str, name: str, line: int, ends: list[int]) -> pa.RecordBatch | None:
+def _inf_value(body: bytes) -> bool:
+    """An ``Inf`` between `:`, `,` or `[` and `,`, `]` or `}` (", Infamous" is text), perhaps in a text."""
+    at = body.find(b"Inf")
+    while at >= 0:
+        before = body[max(0, at - 64):at].rstrip(b"-").rstrip(b" \t\r\n")[-1:]  # b"" after 64 spaces
+        after = body[at + 3:at + 67].lstrip(b" \t\r\n")[:1]
+        if before in b":,[" and after in b",]}":
+            return True
+        at = body.find(b"Inf", at + 3)
+    return False
+
+
+def _batch(data: bytes, parser: _Parser, fmt: str, convert, name: str, line: int, ends: list[int]
+           ) -> pa.RecordBatch | None:
     """The canonical batch of the lines of ``data`` (numbered from ``line``, ending at ``ends``, offsets
     in ``data``), or None when one is unusual."""
     skip = len(BOM) if line == 1 and data.startswith(BOM) else 0
     body = data[skip:]
+    at = np.array(ends, np.int64) - skip
     if not body.startswith(b"{") or not body.endswith((b"\n", b"}")) or len(body) >= 1 << 31 \
-            or not _one_object_a_line(body, np.array(ends, np.int64) - skip) or not _valid_text(body):
+            or not _one_object_a_line(body, at) or (text := _text(body)) is None:
         return None
-    try:
-        table = pj.read_json(pa.BufferReader(body),
-                             read_options=pj.ReadOptions(use_threads=USE_THREADS, block_size=len(body) + 1),
-                             parse_options=pj.ParseOptions(explicit_schema=how.schema,
-                                                           unexpected_field_behavior="error"))
-    except pa.ArrowInvalid:
+    table = parser.table(body, text, at)
+    if table is None or table.num_rows != len(ends):  # two records on a line
         return None
-    if table.num_rows != len(ends):  # two records on a line
-        return None
-    columns = how.convert([table.column(i).combine_chunks() for i in range(table.num_columns)])
+    columns = convert([table.column(i).combine_chunks() for i in range(table.num_columns)])
     if columns is None:
         return None
     schema = SCHEMAS[fmt]
