@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from datakit.builder import run_build
 from datakit.cli import cli
-from datakit.errors import EngineError, RecipeError, SourceError
+from datakit.errors import RecipeError, SourceError
 from datakit.recipe import from_dict
 from datakit.tokenization.hf import HFTokenizer
 
