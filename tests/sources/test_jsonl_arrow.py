@@ -31,8 +31,10 @@ def python_path():
 
 
 @contextmanager
-def small_chunks(rows, nbytes):
-    with mock.patch.object(readers, "CHUNK_ROWS", rows), mock.patch.object(readers, "CHUNK_BYTES", nbytes):
+def small_chunks(rows, nbytes, window=jsonl_arrow.WINDOW):
+    """Chunks of ``rows`` records or ``nbytes`` bytes, read from the file ``window`` bytes at a time."""
+    with mock.patch.object(readers, "CHUNK_ROWS", rows), mock.patch.object(readers, "CHUNK_BYTES", nbytes), \
+            mock.patch.object(jsonl_arrow, "WINDOW", window):
         yield
 
 
@@ -224,7 +226,7 @@ def test_fast_path_equals_json_loads(tmp_path, fmt, data):
     path.write_bytes(data.draw(jsonl_file(fmt)))
     rows = data.draw(st.integers(1, 4))
     nbytes = data.draw(st.sampled_from([40, 300, 1 << 20]))
-    with small_chunks(rows, nbytes):
+    with small_chunks(rows, nbytes, data.draw(st.sampled_from([1, 7, 64, 1 << 20]))):
         assert_same(path, fmt)
         starts = [0] + [i + 1 for i, b in enumerate(path.read_bytes()) if b == 10]
         a, b = sorted(data.draw(st.lists(st.sampled_from(starts), min_size=2, max_size=2)))
