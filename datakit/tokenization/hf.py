@@ -11,7 +11,10 @@ import numpy as np
 
 from ..errors import TokenizerError
 from .base import _UNSET, Encoded, Tokenizer, _fingerprint, _flatten
+from .kit import ENGINE_ENV, KitEncoder, TokenizerMismatch
 from .long import LONG
+
+KIT_WHOLE = 6  # characters a token: a longer row is cut at its cutoff rather than tokenized whole (kitoken)
 
 _EOS_GUESSES = ("</s>", "<|endoftext|>", "<|end_of_text|>", "<eos>", "<|im_end|>", "<|eot_id|>")
 _BOS_GUESSES = ("<s>", "<|begin_of_text|>", "<bos>")
@@ -59,6 +62,7 @@ class HFTokenizer(Tokenizer):
         self.pad_id = backend.token_to_id(pad_token) if pad_token else None
         self._special = {i for i in map(backend.token_to_id, added) if i is not None}
         self._prefix_lock = threading.Lock()
+        self._kit_lock = threading.Lock()
         self._fast_forms: dict[int, object] = {}  # id(engine) -> its PreSpaced form, or itself
 
     @property
@@ -108,18 +112,44 @@ class HFTokenizer(Tokenizer):
         cuts = {}
         if any(len(t) > LONG for t in texts) and (long := self._long_encoder()) is not None:
             cuts = {i: c for i, t in enumerate(texts) if len(t) > LONG and (c := long.cuts(t))}
-        fast = self._fast(engine)
         if not cuts:
-            return Encoded(*_flatten([e.ids for e in fast.encode_batch_fast(texts, add_special_tokens=special)]))
+            return Encoded(*_flatten(self._rows(engine, texts, special)))
         short = [i for i in range(len(texts)) if i not in cuts]
         rows: list = [None] * len(texts)
-        for i, e in zip(short, fast.encode_batch_fast([texts[i] for i in short], add_special_tokens=special)):
-            rows[i] = np.asarray(e.ids, dtype=np.int32)
+        for i, ids in zip(short, self._rows(engine, [texts[i] for i in short], special)):
+            rows[i] = np.asarray(ids, dtype=np.int32)
         n_pre, n_post = self.added_around(special)
         for i, c in cuts.items():
             rows[i] = long.encode(engine, texts[i], c, special=special, n_pre=n_pre, n_post=n_post)
         lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
         return Encoded(np.concatenate(rows) if rows else np.zeros(0, np.int32), lengths)
+
+    def _rows(self, engine, texts: list[str], special: bool) -> list[list[int]]:
+        """The ids of each text by ``engine``: kitoken's where it gives the backend's (kit.py)."""
+        kit = self._kit() if engine is self.backend else None
+        if kit is not None:
+            try:
+                rows = kit.ids(texts, add_special_tokens=special)
+            except UnicodeEncodeError:  # a lone surrogate: the backend says what it makes of it
+                kit = None
+        if kit is None:
+            return [e.ids for e in self._fast(engine).encode_batch_fast(texts, add_special_tokens=special)]
+        try:
+            kit.check(texts, rows, add_special_tokens=special)
+        except TokenizerMismatch as e:
+            raise TokenizerError(f"tokenizer {self.source}: kitoken and tokenizers give different ids for the "
+                                 f"text {e.text[:60]!r}; set {ENGINE_ENV}=tokenizers to build with tokenizers "
+                                 f"alone (and please report the text)") from None
+        return rows
+
+    def _kit(self):
+        """The kitoken encoder of the backend (kit.py), or None; made once."""
+        if "_kit_cache" not in self.__dict__:
+            with self._kit_lock:
+                if "_kit_cache" not in self.__dict__:
+                    n_pre, n_post = self.added_around(True)
+                    self._kit_cache = KitEncoder.for_backend(self.backend, n_pre=n_pre, n_post=n_post)
+        return self._kit_cache
 
     def _fast(self, engine):
         """``engine``, or its form that applies Metaspace in Python when that gives the same ids
@@ -170,17 +200,36 @@ class HFTokenizer(Tokenizer):
         pieces = self._pieces(texts, data, special) if parse_special else {}
         prefix = self._prefix_encoder(wait=False) if max_tokens is not None and parse_special else None
         if prefix is None:
-            engine = self._fast(self._engine(parse_special, texts))
-            rows = [e.ids for e in engine.encode_batch_fast(texts, add_special_tokens=special)]
+            rows = self._rows(self._engine(parse_special, texts), texts, special)
             ends = None
         else:
-            rows, ends = prefix.encode(texts, max_tokens + 1 - n_pre, add_special_tokens=special,
-                                       n_pre=n_pre, n_post=n_post)
+            rows, ends = self._prefix_rows(prefix, texts, max_tokens + 1 - n_pre, special=special,
+                                           n_pre=n_pre, n_post=n_post)
         for r, (ids, _) in pieces.items():
             rows[r] = ids
             if ends is not None:
                 ends[r] = len(texts[r])
         return *_flatten(rows), ends
+
+    def _prefix_rows(self, prefix, texts, need: int, *, special: bool, n_pre: int, n_post: int):
+        """``prefix.encode``; with kitoken, the rows of up to ``KIT_WHOLE`` characters a token are
+        tokenized whole by it (twice as fast as tokenizers, so tokenizing the text past the cutoff
+        costs less than cutting it), the longer ones by ``prefix``."""
+        kit = self._kit()
+        if kit is None:
+            return prefix.encode(texts, need, add_special_tokens=special, n_pre=n_pre, n_post=n_post)
+        whole = [i for i, t in enumerate(texts) if len(t) <= KIT_WHOLE * need]
+        rows: list = [None] * len(texts)
+        ends = [len(t) for t in texts]
+        for i, ids in zip(whole, self._rows(self.backend, [texts[i] for i in whole], special)):
+            rows[i] = ids
+        cut = [i for i in range(len(texts)) if rows[i] is None]
+        if cut:
+            cut_rows, cut_ends = prefix.encode([texts[i] for i in cut], need, add_special_tokens=special,
+                                               n_pre=n_pre, n_post=n_post)
+            for i, ids, end in zip(cut, cut_rows, cut_ends):
+                rows[i], ends[i] = ids, end
+        return rows, ends
 
     def _prefix_encoder(self, *, wait: bool = True):
         """The PrefixEncoder (None when this tokenizer cannot be cut). With ``wait=False`` a thread
