@@ -39,3 +39,21 @@ def llama_style_tokenizer(tmp_path_factory):
     LlamaTokenizer.from_pretrained(str(src)).save_pretrained(str(work / "hf"))
     (work / "hf" / "tokenizer.model").unlink(missing_ok=True)
     return work / "hf" / "tokenizer.json"
+
+
+ADDED = ["<|im_start|>", "<|im_end|>", "<extra>"]  # two special added tokens, one ordinary
+
+
+def with_added(path, *, bos: bool):
+    """The tokenizer.json at ``path`` with ``ADDED`` (and a post-processor adding BOS)."""
+    from tokenizers import AddedToken, Tokenizer
+
+    tok = Tokenizer.from_file(str(path))
+    tok.add_special_tokens([AddedToken(ADDED[0], special=True, normalized=False),
+                            AddedToken(ADDED[1], special=True, normalized=False)])
+    tok.add_tokens([AddedToken(ADDED[2], special=False, normalized=False)])
+    if bos:
+        from tokenizers.processors import TemplateProcessing
+
+        tok.post_processor = TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))])
+    return tok

@@ -4,32 +4,25 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tokenizers import AddedToken, Tokenizer
+from tokenizers import Tokenizer
 
 import datakit
 from datakit.errors import TokenizerError
 from datakit.tokenization import load_tokenizer
 from datakit.tokenization.kit import ENGINE_ENV, KitEncoder
 
+from .conftest import ADDED, with_added
+
 pytest.importorskip("kitoken")
 
-ADDED = ["<|im_start|>", "<|im_end|>", "<extra>"]
 PIECES = ["the", " the", " model", "s", ".", " ", "  ", "   ", "\n", "\n\n", "\t", "▁", "▁▁", " ▁x", "中", "文",
           "😀", "é", "12", " 345", "a", " b", "<s>", "</s>", *ADDED, " <|im_end|>", "<|im_start|> ", "\u00a0"]
 TEXTS = st.lists(st.sampled_from(PIECES), max_size=40).map("".join)
 
 
 def _folder(tmp_path, tokenizer_json, *, bos: bool):
-    """A copy of the fixture's tokenizer.json with two special added tokens and an ordinary one
-    (and a post-processor adding BOS)."""
-    tok = Tokenizer.from_file(str(tokenizer_json))
-    tok.add_special_tokens([AddedToken(ADDED[0], special=True, normalized=False),
-                            AddedToken(ADDED[1], special=True, normalized=False)])
-    tok.add_tokens([AddedToken(ADDED[2], special=False, normalized=False)])
-    if bos:
-        from tokenizers.processors import TemplateProcessing
-
-        tok.post_processor = TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))])
+    """A copy of the fixture's tokenizer.json with added tokens (and a post-processor adding BOS)."""
+    tok = with_added(tokenizer_json, bos=bos)
     out = tmp_path / f"tok_{bos}"
     out.mkdir(exist_ok=True)
     tok.save(str(out / "tokenizer.json"))

@@ -12,22 +12,11 @@ from tokenizers import AddedToken, Tokenizer
 from datakit.tokenization import load_tokenizer
 from datakit.tokenization.metaspace import PreSpaced
 
-ADDED = ["<|im_start|>", "<|im_end|>", "<extra>"]  # two special added tokens, one ordinary
+from .conftest import ADDED, with_added
+
 PIECES = ["the", " the", " model", "s", ".", " ", "  ", "   ", "\n", "\n\n", "▁", "▁▁", " ▁x", "中", "文", "😀",
           "é", "\t", "12", " 345", "a", " b", " a b", "<s>", "</s>", "<unk>", *ADDED, " <|im_end|>", "<|im_start|> "]
 TEXTS = st.lists(st.sampled_from(PIECES), min_size=0, max_size=40).map("".join)
-
-
-def _with_added(path: Path, *, post: bool) -> Tokenizer:
-    tok = Tokenizer.from_file(str(path))
-    tok.add_special_tokens([AddedToken(ADDED[0], special=True, normalized=False),
-                            AddedToken(ADDED[1], special=True, normalized=False)])
-    tok.add_tokens([AddedToken(ADDED[2], special=False, normalized=False)])
-    if post:
-        from tokenizers.processors import TemplateProcessing
-
-        tok.post_processor = TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))])
-    return tok
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +46,7 @@ def metaspace_json(request, llama_style_tokenizer):
 @given(texts=st.lists(TEXTS, min_size=1, max_size=8), post=st.booleans(), special=st.booleans(),
        ordinary=st.booleans())
 def test_ids_equal_the_backends_own(metaspace_json, texts, post, special, ordinary):
-    backend = _with_added(metaspace_json, post=post)
+    backend = with_added(metaspace_json, bos=post)
     backend.encode_special_tokens = ordinary  # special-token strings read as text (datakit's default)
     fast = PreSpaced.of(backend)
     assert fast is not None
