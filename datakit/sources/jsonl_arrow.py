@@ -7,8 +7,8 @@ and converts it column by column (``arrow_formats``). A chunk goes through ``jso
 ``formats.to_batch`` instead, which give the reference's result or error word for word, when
 anything in it is unusual:
 
-- a line that is not exactly one object, ``{`` to ``}`` (blank or whitespace-only lines, space around
-  a record, two records on a line, a record over two lines: pyarrow reads each of those differently);
+- a record's line that is not exactly one object, ``{`` to ``}`` (space around a record, two records
+  on a line, a record over two lines: pyarrow reads each of those differently);
 - invalid UTF-8 (pyarrow does not check it) or a ``\\uD800``-style surrogate escape (pairs too);
 - anything pyarrow rejects: malformed JSON, a field of another type (content given as a list of
   parts), a key the format reads given twice;
@@ -16,7 +16,8 @@ anything in it is unusual:
   ``-NaN`` value, or a line deep enough in brackets that ``json.loads`` might give up on it;
 - anything the converter rejects (nulls, missing fields, unknown roles, empty conversations).
 
-A UTF-8 byte order mark on line 1, CRLF line ends and a last line without one read fast. CPU seconds
+Blank lines (spaces, tabs, CRs; a form feed sends the chunk to json.loads), a UTF-8 byte order
+mark on line 1, CRLF line ends and a last line without one read fast. CPU seconds
 of ``read_source`` (best of 3, json.loads path and this one in turn, three times, on a busy 2-core
 machine): 20,000 conversations (39 MB, ``messages``) 0.44-0.69 -> 0.29-0.33 s, half of it in
 ``read_json`` without the GIL; 6,000 ``text`` documents (32 MB) 0.17-0.24 -> 0.14 s. The same
@@ -25,6 +26,7 @@ conversations with an ``id`` per record and a ``name`` per turn: 0.59-0.67 -> 0.
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -95,45 +97,66 @@ def read_jsonl_arrow(path: Path, info: FileInfo, *, fmt: str, columns: dict[str,
         window = _Window(f, pos, end)
         while window.starts_line(pos):
             window.keep = pos
-            stop, ends = _cut(window, pos)
+            stop, lines = _cut(window, pos, line)
             data = window.take(pos, stop)
-            batch = None if how is None else _batch(data, parser, fmt, how.convert, name, line,
-                                                    [e - pos for e in ends])
+            batch = None if how is None or not lines.numbers else _batch(data, parser, fmt, how.convert, name, lines)
             if batch is not None:
                 info._hash.update(data)
-                chunk, count = Chunk([], [], stop - pos, batch), len(ends)
-            else:  # the reference reads the chunk (which blank lines may make longer) and says what is wrong
+                chunk = Chunk([], [], stop - pos, batch)
+            else:  # the reference reads the chunk and says what is wrong
                 chunk = next(jsonl_chunks(window.lines(pos), name, info, line))
                 stop = pos + chunk.nbytes
-                count = window.take(pos, stop).count(b"\n")
             yield chunk
-            pos, line = stop, line + count
+            line += lines.count if batch is not None else window.take(pos, stop).count(b"\n")
+            pos = stop
 
 
-def _cut(window: _Window, start: int) -> tuple[int, list[int]]:
-    """The end of the chunk ``jsonl_chunks`` makes from ``start`` when no line is blank, and where
-    each of its lines ends."""
+@dataclass
+class _Lines:
+    """The records of a chunk: where each starts and ends in it, and its line number; ``count``
+    lines in all, blank ones included."""
+
+    starts: list[int] = field(default_factory=list)
+    ends: list[int] = field(default_factory=list)
+    numbers: list[int] = field(default_factory=list)
+    count: int = 0
+
+
+def _cut(window: _Window, start: int, line: int) -> tuple[int, _Lines]:
+    """The end of the chunk ``jsonl_chunks`` makes from ``start`` (line number ``line``), and its records."""
     rows, size = readers.CHUNK_ROWS, readers.CHUNK_BYTES  # read here, so tests may make chunks small
-    ends, pos, stop = [], start, window.end
+    out, pos, stop = _Lines(), start, window.end
     buf, base = window.buf, window.base
-    while len(ends) < rows and pos - start < size and (stop is None or pos < stop):
+    while stop is None or pos < stop:
         j = buf.find(b"\n", pos - base)  # -1 too when pos is past the bytes read so far
         if j >= 0:
-            pos = base + j + 1
+            end = base + j + 1
         elif window.starts_line(pos):
-            pos = window.line_end(pos)
+            end = window.line_end(pos)
             buf, base = window.buf, window.base
         else:
             break
-        ends.append(pos)
-    return pos, ends
+        if buf[pos - base] == 0x7B or not _blank(window.take(pos, end), line + out.count):  # `{`
+            out.starts.append(pos - start)
+            out.ends.append(end - start)
+            out.numbers.append(line + out.count)
+        out.count += 1
+        pos = end
+        if out.numbers and out.numbers[-1] == line + out.count - 1 and (
+                len(out.numbers) >= rows or pos - start >= size):
+            break
+    return pos, out
 
 
-def _one_object_a_line(body: bytes, ends: np.ndarray) -> bool:
-    """Every line starts with ``{`` and ends with ``}`` (then LF or CRLF, or the end of the file);
-    ``ends`` are where the lines end in ``body``."""
+def _blank(raw: bytes, number: int) -> bool:
+    return not (raw[len(BOM):] if number == 1 and raw.startswith(BOM) else raw).strip()
+
+
+def _one_object_a_line(body: bytes, starts: np.ndarray, ends: np.ndarray) -> bool:
+    """Every line that ``starts`` and ``ends`` in ``body`` (the records; the lines between are
+    blank) starts with ``{`` and ends with ``}`` (then LF or CRLF, or the end of the file)."""
     a = np.frombuffer(body, np.uint8)
-    if (a[np.concatenate([[0], ends[:-1]])] != ord("{")).any():
+    if (a[starts] != ord("{")).any():
         return False
     last = ends - 1 - (a[ends - 1] == ord("\n"))  # a line's last byte before its LF
     last -= a[last] == ord("\r")
@@ -211,22 +234,20 @@ def _inf_value(body: bytes) -> bool:
     return False
 
 
-def _batch(data: bytes, parser: _Parser, fmt: str, convert, name: str, line: int, ends: list[int]
-           ) -> pa.RecordBatch | None:
-    """The canonical batch of the lines of ``data`` (numbered from ``line``, ending at ``ends``, offsets
-    in ``data``), or None when one is unusual."""
-    skip = len(BOM) if line == 1 and data.startswith(BOM) else 0
+def _batch(data: bytes, parser: _Parser, fmt: str, convert, name: str, lines: _Lines) -> pa.RecordBatch | None:
+    """The canonical batch of the records of ``data``, or None when one is unusual."""
+    skip = len(BOM) if lines.numbers[0] == 1 and data.startswith(BOM) else 0
     body = data[skip:]
-    at = np.array(ends, np.int64) - skip
-    if not body.startswith(b"{") or not body.endswith((b"\n", b"}")) or len(body) >= 1 << 31 \
-            or not _one_object_a_line(body, at) or (text := _text(body)) is None:
+    starts = np.maximum(np.array(lines.starts, np.int64) - skip, 0)  # line 1 starts after the BOM
+    ends = np.array(lines.ends, np.int64) - skip
+    if len(body) >= 1 << 31 or not _one_object_a_line(body, starts, ends) or (text := _text(body)) is None:
         return None
-    table = parser.table(body, text, at)
+    table = parser.table(body, text, ends)
     if table is None or table.num_rows != len(ends):  # two records on a line
         return None
     columns = convert([table.column(i).combine_chunks() for i in range(table.num_columns)])
     if columns is None:
         return None
     schema = SCHEMAS[fmt]
-    wheres = pa.array([f"{name}:{n}" for n in range(line, line + len(ends))], pa.string())
+    wheres = pa.array([f"{name}:{n}" for n in lines.numbers], pa.string())
     return pa.RecordBatch.from_arrays([columns[f.name] for f in list(schema)[:-1]] + [wheres], schema=schema)

@@ -202,6 +202,8 @@ def jsonl_file(draw, fmt):
             lines.append(draw(st.sampled_from([b"", b"  ", b"\t", b"\r", b"\x0c", b" \x0b "])))
         elif kind == "wild":
             lines.append(encode(draw(record(fmt)), draw))
+        elif draw(st.integers(0, 5)) == 0:  # blank lines count in bytes only
+            lines.append(draw(st.sampled_from([b"", b"  ", b"\t\r", b" " * 25])))
         else:
             lines.append(json.dumps(draw(well_formed(fmt)), ensure_ascii=False).encode())
     for _ in range(draw(st.integers(1, 2)) if kind == "odd lines" else 0):
@@ -225,7 +227,7 @@ def test_fast_path_equals_json_loads(tmp_path, fmt, data):
     path = tmp_path / f"{fmt}.jsonl"
     path.write_bytes(data.draw(jsonl_file(fmt)))
     rows = data.draw(st.integers(1, 4))
-    nbytes = data.draw(st.sampled_from([40, 300, 1 << 20]))
+    nbytes = data.draw(st.sampled_from([16, 40, 300, 1 << 20]))
     with small_chunks(rows, nbytes, data.draw(st.sampled_from([1, 7, 64, 1 << 20]))):
         assert_same(path, fmt)
         starts = [0] + [i + 1 for i, b in enumerate(path.read_bytes()) if b == 10]
@@ -257,16 +259,22 @@ def test_plain_files_read_fast_with_crlf_bom_and_no_last_newline(tmp_path, eol, 
     assert result[5] == hashlib.sha256(p.read_bytes()).hexdigest() and result[3] == p.stat().st_size
 
 
-def test_blank_lines_move_the_chunk_through_json_loads_and_keep_line_numbers(tmp_path):
+@pytest.mark.parametrize("records,blank_at,chunks,fast", [
+    (1100, [700, 1100], [500, 500, 100], (3, 0)),  # the last chunk has the trailing blank line
+    (1000, [1000, 1000], [500, 500], (2, 1)),  # trailing blank lines after a full chunk: bytes only
+    (3, [0, 0, 2], [3], (1, 0)),
+])
+def test_blank_lines_count_in_bytes_only(tmp_path, records, blank_at, chunks, fast):
     p = tmp_path / "c.jsonl"
-    lines = [json.dumps(conversation(i), ensure_ascii=False) for i in range(1100)]
-    lines.insert(700, "")
-    lines.append("  ")
+    lines = [json.dumps(conversation(i), ensure_ascii=False) for i in range(records)]
+    for at in reversed(blank_at):
+        lines.insert(at, " \t\r")
     p.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    assert fast_chunks(p, "messages") == (1, 2)  # the chunk with the blank line, and the trailing one
+    assert fast_chunks(p, "messages") == fast
     result = assert_same(p, "messages")
-    assert [len(b) for _, b in result[1]] == [500, 500, 100]
-    assert result[1][2][1][-1]["_where"] == f"{p}:1101"
+    assert [len(b) for _, b in result[1]] == chunks and sum(result[2]) == p.stat().st_size
+    numbers = [int(r["_where"].rsplit(":", 1)[1]) for _, b in result[1] for r in b]
+    assert numbers == [i + 1 for i, line in enumerate(lines) if line.strip()]
 
 
 @pytest.mark.parametrize("extra", [{"reasoning": "think"}, {"thinking": None, "reasoning_content": "r"}])
@@ -329,3 +337,11 @@ def test_a_role_that_is_a_list_is_an_unknown_role(tmp_path):
     p.write_text(json.dumps({"conversations": [{"from": [], "value": "q"}, {"from": "gpt", "value": "a"}]}) + "\n")
     result = assert_same(p, "sharegpt")
     assert result[0] == "error" and "conversations[0].from" in result[2] and "unknown role []" in result[2]
+
+
+def test_a_chunk_ends_after_a_record_not_after_the_blank_line_that_fills_it(tmp_path):
+    p = tmp_path / "t.jsonl"
+    p.write_bytes(b'{"text": "a"}\n' + b" " * 25 + b'\n{"text": "b"}\n{"text": "c"}\n')
+    with small_chunks(3, 30):
+        assert fast_chunks(p, "text") == (2, 0)
+        assert assert_same(p, "text")[2] == [54, 14]
