@@ -19,8 +19,8 @@ anything in it is unusual:
 Blank lines (spaces, tabs, CRs; a form feed sends the chunk to json.loads), a UTF-8 byte order
 mark on line 1, CRLF line ends and a last line without one read fast. CPU seconds
 of ``read_source`` (best of 3, json.loads path and this one in turn, three times, on a busy 2-core
-machine): 20,000 conversations (39 MB, ``messages``) 0.44-0.69 -> 0.29-0.33 s, half of it in
-``read_json`` without the GIL; 6,000 ``text`` documents (32 MB) 0.17-0.24 -> 0.14 s. The same
+machine): 20,000 conversations (39 MB, ``messages``) 0.44-0.72 -> 0.25-0.36 s, half of it in
+``read_json`` without the GIL; 6,000 ``text`` documents (32 MB) 0.17-0.24 -> 0.13-0.18 s. The same
 conversations with an ``id`` per record and a ``name`` per turn: 0.59-0.67 -> 0.40 s.
 """
 from __future__ import annotations
