@@ -23,11 +23,13 @@ def bench_pack(args, p, dk, block=2048):
 
     work = args.work
     data = p["c1"] / "alpaca.json"
+    # TRL's packer maps the unpacked rows with datasets, which leaves its cache files in the build's
+    # folder: datakit then refuses to replace it (files it did not write), so each run starts clean
     rows = best([*dk, "build", pack_recipe(work, data, p["tok"], work / "dk_rows"), "--overwrite", "--silent"],
-                args.repeat)
+                args.repeat, clean=[work / "dk_rows"])
     packed = best([*dk, "build", pack_recipe(work, data, p["tok"], work / "dk_packed",
                                              {"block_size": block, "strategy": "bfd"}),
-                   "--overwrite", "--silent"], args.repeat)
+                   "--overwrite", "--silent"], args.repeat, clean=[work / "dk_packed"])
     stats = json.loads((work / "dk_packed" / "manifest.json").read_text())["splits"]["train"]["packing"]
     print(f"pack: {data} (20,000 rows), alpaca template, cutoff 2048, no validation split, block_size {block}")
     print(f"  datakit build unpacked {rows['wall']:.2f} s, packed {packed['wall']:.2f} s: "

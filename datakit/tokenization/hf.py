@@ -112,12 +112,15 @@ class HFTokenizer(Tokenizer):
         cuts = {}
         if any(len(t) > LONG for t in texts) and (long := self._long_encoder()) is not None:
             cuts = {i: c for i, t in enumerate(texts) if len(t) > LONG and (c := long.cuts(t))}
+        # documents stay with tokenizers: with kitoken the 32 MB pretraining build took 10.6-11.5 s
+        # against 8.9-9.1 s (less CPU, but longer), where the chat rows' build is faster with it
+        fast = self._fast(engine)
         if not cuts:
-            return Encoded(*_flatten(self._rows(engine, texts, special)))
+            return Encoded(*_flatten([e.ids for e in fast.encode_batch_fast(texts, add_special_tokens=special)]))
         short = [i for i in range(len(texts)) if i not in cuts]
         rows: list = [None] * len(texts)
-        for i, ids in zip(short, self._rows(engine, [texts[i] for i in short], special)):
-            rows[i] = np.asarray(ids, dtype=np.int32)
+        for i, e in zip(short, fast.encode_batch_fast([texts[i] for i in short], add_special_tokens=special)):
+            rows[i] = np.asarray(e.ids, dtype=np.int32)
         n_pre, n_post = self.added_around(special)
         for i, c in cuts.items():
             rows[i] = long.encode(engine, texts[i], c, special=special, n_pre=n_pre, n_post=n_post)
