@@ -97,7 +97,10 @@ def jsonl_chunks(lines: Iterator[bytes], name: str, info: FileInfo, first_line: 
         except RecursionError:
             raise SourceError(_TOO_DEEP, file=name, line=lineno) from None
         except json.JSONDecodeError as e:
-            raise SourceError(f"malformed JSON ({e.msg}, column {e.colno})", file=name, line=lineno) from None
+            # the column in the line itself (a line cut short: just past its last character, where
+            # json.loads says "line 2 column 1" of the text with its newline)
+            column = min(e.pos, len(text.rstrip("\r\n"))) + 1
+            raise SourceError(f"malformed JSON ({e.msg}, column {column})", file=name, line=lineno) from None
         wheres.append(f"{name}:{lineno}")
         if len(rows) >= CHUNK_ROWS or nbytes >= CHUNK_BYTES:
             yield Chunk(rows, wheres, nbytes)

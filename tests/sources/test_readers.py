@@ -119,6 +119,7 @@ def test_jsonl_is_read_in_chunks(tmp_path):
     ("bad.json", b'[{"text": "a"}', "bad.json:1: malformed JSON"),
     ("empty.json", b' [ ] ', "empty.json: empty input: no records"),
     ("empty.jsonl", b"\n\n", "empty.jsonl: empty input: no records"),
+    ("cut.jsonl", b'{"text": "a"}\n{"text": [\n', "cut.jsonl:2: malformed JSON \\(Expecting value, column 11\\)"),
     ("list.jsonl", b'["not", "an", "object"]\n', "list.jsonl:1: a record must be a JSON object"),
     ("deep.jsonl", b'{"text": "a"}\n{"text": ' + b"[" * 100000 + b"]" * 100000 + b"}\n", "deep.jsonl:2: malformed JSON \\(arrays"),
     ("deep.json", b'[{"text": "a"},\n' + b"[" * 100000 + b"]" * 100000 + b"]", "deep.json:2: malformed JSON \\(arrays"),
