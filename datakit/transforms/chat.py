@@ -28,8 +28,6 @@ they differ (``prompt_ok`` false) is counted by ``tokenize`` (see tokenize_sft.p
 """
 from __future__ import annotations
 
-import pyarrow as pa
-
 from ..errors import TemplateError
 from ..tokenization import Tokenizer
 from .chat_locate import SENTINEL, Locator, Scaffold, normalize, parse, sentinels, turn_error
