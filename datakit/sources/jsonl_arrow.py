@@ -89,7 +89,10 @@ def read_jsonl_arrow(path: Path, info: FileInfo, *, fmt: str, columns: dict[str,
                      span: Span | None = None) -> Iterator[Chunk]:
     """``read_jsonl``'s chunks, each already a canonical batch (``Chunk.batch``) when it reads plainly."""
     how = plan(fmt, columns)
-    parser = None if how is None else _Parser(how.schema)
+    if how is None:  # no chunk can read plainly: the reference reads the file once
+        yield from readers.read_jsonl(path, info, span=span)
+        return
+    parser = _Parser(how.schema)
     name = str(path)
     pos, end, line = span if span is not None else (0, None, 1)
     with open(path, "rb") as f:
@@ -99,7 +102,7 @@ def read_jsonl_arrow(path: Path, info: FileInfo, *, fmt: str, columns: dict[str,
             window.keep = pos
             stop, lines = _cut(window, pos, line)
             data = window.take(pos, stop)
-            batch = None if how is None or not lines.numbers else _batch(data, parser, fmt, how.convert, name, lines)
+            batch = _batch(data, parser, fmt, how.convert, name, lines) if lines.numbers else None
             if batch is not None:
                 info._hash.update(data)
                 chunk = Chunk([], [], stop - pos, batch)
@@ -149,7 +152,7 @@ def _cut(window: _Window, start: int, line: int) -> tuple[int, _Lines]:
 
 
 def _blank(raw: bytes, number: int) -> bool:
-    return not (raw[len(BOM):] if number == 1 and raw.startswith(BOM) else raw).strip()
+    return not (readers._without_bom(raw) if number == 1 else raw).strip()
 
 
 def _one_object_a_line(body: bytes, starts: np.ndarray, ends: np.ndarray) -> bool:

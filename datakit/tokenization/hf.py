@@ -224,8 +224,9 @@ class HFTokenizer(Tokenizer):
         whole = [i for i, t in enumerate(texts) if len(t) <= KIT_WHOLE * need]
         rows: list = [None] * len(texts)
         ends = [len(t) for t in texts]
-        for i, ids in zip(whole, self._rows(self.backend, [texts[i] for i in whole], special)):
-            rows[i] = ids
+        if whole:
+            for i, ids in zip(whole, self._rows(self.backend, [texts[i] for i in whole], special)):
+                rows[i] = ids
         cut = [i for i in range(len(texts)) if rows[i] is None]
         if cut:
             cut_rows, cut_ends = prefix.encode([texts[i] for i in cut], need, add_special_tokens=special,

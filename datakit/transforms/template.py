@@ -187,7 +187,8 @@ def plain_messages(batch: pa.RecordBatch) -> list[list[dict]] | None:
     if "messages" not in batch.schema.names:
         return None
     col = batch.column("messages")
-    values = col.values
+    bounds = col.offsets.to_numpy()  # into ``col.values``, which a sliced column keeps whole
+    values = col.values.slice(bounds[0], bounds[-1] - bounds[0]) if len(bounds) else col.values
     names = {f.name for f in values.type} if pa.types.is_struct(values.type) else set()
     if not names <= {"role", "content", "reasoning_content"} or not {"role", "content"} <= names:
         return None
@@ -197,7 +198,7 @@ def plain_messages(batch: pa.RecordBatch) -> list[list[dict]] | None:
     if col.null_count or values.null_count or content.null_count or values.field("role").null_count:
         return None
     msgs = [{"role": r, "content": c} for r, c in zip(values.field("role").to_pylist(), content.to_pylist())]
-    bounds = col.offsets.to_pylist()  # into ``values``, which a sliced column keeps whole
+    bounds = (bounds - bounds[0]).tolist()
     return [msgs[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
